@@ -1,0 +1,177 @@
+"""A bundle: a folder (or the same tree zipped) holding manifest.json and the files it lists.
+
+Opening checks every listed file's sha256; nothing is loaded from a bundle that fails.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import zipfile
+from pathlib import Path, PurePosixPath
+
+from .errors import BundleError
+from .manifest import Artifact, Manifest
+
+MANIFEST = "manifest.json"
+MODEL_CARD = "MODEL_CARD.md"
+PACKAGED_DIR = Path(__file__).parent / "models"
+DEFAULT_MODEL = "tiny"
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def file_entry(path: Path) -> dict[str, object]:
+    return {"sha256": sha256_file(path), "bytes": path.stat().st_size}
+
+
+def packaged_models() -> list[str]:
+    if not PACKAGED_DIR.is_dir():
+        return []
+    return sorted(p.name for p in PACKAGED_DIR.iterdir() if (p / MANIFEST).is_file())
+
+
+def resolve_model(model: str | os.PathLike | None) -> Path:
+    """None -> the default packaged bundle; a packaged name -> that bundle; else a path."""
+    if model is None:
+        model = DEFAULT_MODEL
+    path = Path(model)
+    if path.exists():
+        return path
+    if isinstance(model, str) and (PACKAGED_DIR / model / MANIFEST).is_file():
+        return PACKAGED_DIR / model
+    raise BundleError(f"no bundle at {str(model)!r} and no packaged model of that name; packaged: {packaged_models()}")
+
+
+class Bundle:
+    """An opened, verified bundle. `root` is a folder (a zip is unpacked to a cache first)."""
+
+    def __init__(self, root: Path, manifest: Manifest, source: Path):
+        self.root = root
+        self.manifest = manifest
+        self.source = source
+
+    @classmethod
+    def open(cls, model: str | os.PathLike | None = None, *, verify: bool = True) -> "Bundle":
+        source = resolve_model(model)
+        root = _unzip(source) if source.is_file() else source
+        manifest_path = root / MANIFEST
+        if not manifest_path.is_file():
+            raise BundleError(f"{source}: no {MANIFEST}; not a fer-edge bundle")
+        try:
+            data = json.loads(manifest_path.read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise BundleError(f"{manifest_path}: unreadable JSON: {e}") from e
+        manifest = Manifest.from_dict(data, where=str(manifest_path))
+        bundle = cls(root, manifest, source)
+        if verify:
+            bundle.verify_files()
+        return bundle
+
+    def verify_files(self) -> None:
+        for rel, entry in self.manifest.files.items():
+            path = self.file(rel)
+            if not path.is_file():
+                raise BundleError(f"{self.source}: file {rel!r} listed in the manifest is missing")
+            digest = sha256_file(path)
+            if digest != entry.get("sha256"):
+                raise BundleError(
+                    f"{self.source}: file {rel!r} was altered or corrupted "
+                    f"(sha256 {digest[:12]}..., manifest says {str(entry.get('sha256'))[:12]}...)"
+                )
+
+    def file(self, rel: str) -> Path:
+        """Absolute path of a bundle-relative path, refusing paths that leave the bundle."""
+        _check_relative(rel, str(self.source))
+        return self.root / rel
+
+    def artifact_path(self, artifact: Artifact) -> Path:
+        return self.file(artifact.path)
+
+    @property
+    def name(self) -> str:
+        return self.manifest.name
+
+    def __repr__(self) -> str:
+        arts = ", ".join(a.key() for a in self.manifest.artifacts)
+        return f"Bundle({self.manifest.name!r}, artifacts=[{arts}], source={str(self.source)!r})"
+
+
+def write_manifest(root: Path, manifest: Manifest) -> Manifest:
+    """Hash every file under root (except the manifest) into manifest.files and write it."""
+    root = Path(root)
+    manifest.files = {
+        p.relative_to(root).as_posix(): file_entry(p)
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and p.name != MANIFEST
+    }
+    for art in manifest.artifacts:
+        if art.path not in manifest.files:
+            raise BundleError(f"artifact {art.key()} points at {art.path!r}, which is not in {root}")
+    tmp = root / (MANIFEST + ".tmp")
+    tmp.write_text(manifest.to_json())
+    os.replace(tmp, root / MANIFEST)
+    return manifest
+
+
+def zip_bundle(root: Path, out: Path) -> Path:
+    """Zip a bundle folder; entries are relative to the bundle root."""
+    root, out = Path(root), Path(out)
+    tmp = out.with_name(out.name + ".tmp")
+    with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as z:
+        for p in sorted(root.rglob("*")):
+            if p.is_file():
+                z.write(p, p.relative_to(root).as_posix())
+    os.replace(tmp, out)
+    return out
+
+
+def _check_relative(name: str, where: str) -> None:
+    p = PurePosixPath(name.replace("\\", "/"))
+    if p.is_absolute() or ".." in p.parts or (p.parts and ":" in p.parts[0]):
+        raise BundleError(f"{where}: entry {name!r} escapes the bundle folder")
+
+
+def cache_dir() -> Path:
+    base = os.environ.get("FER_EDGE_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "fer_edge")
+    return Path(base)
+
+
+def _unzip(path: Path) -> Path:
+    """Unpack a zipped bundle into the cache (keyed by the zip's hash) after checking every entry."""
+    if not zipfile.is_zipfile(path):
+        raise BundleError(f"{path}: neither a bundle folder nor a zip file")
+    with zipfile.ZipFile(path) as z:
+        names = z.namelist()
+        for info in z.infolist():
+            _check_relative(info.filename, str(path))
+            if (info.external_attr >> 16) & 0o170000 == 0o120000:
+                raise BundleError(f"{path}: entry {info.filename!r} is a symbolic link; bundles hold plain files")
+        prefix = ""
+        if MANIFEST not in names:
+            tops = {n.split("/", 1)[0] for n in names}
+            if len(tops) == 1 and f"{next(iter(tops))}/{MANIFEST}" in names:
+                prefix = next(iter(tops)) + "/"
+            else:
+                raise BundleError(f"{path}: no {MANIFEST} at the top of the zip")
+        target = cache_dir() / "bundles" / sha256_file(path)[:32]
+        if not (target / MANIFEST).is_file():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            tmp = Path(tempfile.mkdtemp(dir=target.parent))
+            try:
+                z.extractall(tmp)
+                shutil.rmtree(target, ignore_errors=True)
+                os.replace(tmp / prefix if prefix else tmp, target)
+            finally:
+                shutil.rmtree(tmp, ignore_errors=True)
+    return target

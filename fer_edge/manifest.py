@@ -1,0 +1,105 @@
+"""The bundle manifest: the only thing a loader trusts about a model.
+
+Schema version 1. Readers refuse versions newer than they know, and unknown top-level keys
+are kept (so a newer minor writer's extra fields survive a round trip) but never interpreted.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from .errors import BundleError
+from .formats import FORMATS, PRECISIONS
+from .preprocess import InputSpec
+
+FORMAT_NAME = "fer-edge-bundle"
+SCHEMA_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Artifact:
+    format: str  # a key of formats.FORMATS
+    precision: str
+    path: str  # relative to the bundle root; its hash is in Manifest.files
+
+    def key(self) -> str:
+        return f"{self.format}/{self.precision}"
+
+
+@dataclass
+class Manifest:
+    name: str
+    labels: list[str]
+    input: InputSpec
+    model: dict[str, Any]  # arch, params, feature_dim, outputs {logits, embedding}
+    artifacts: list[Artifact]
+    files: dict[str, dict[str, Any]]  # relpath -> {"sha256", "bytes"}: every file the bundle holds
+    version: str = "0"
+    created: str = ""
+    description: str = ""
+    head: dict[str, Any] = field(default_factory=lambda: {"kind": "in_graph", "output": "logits"})
+    evaluation: dict[str, Any] = field(default_factory=dict)
+    producer: dict[str, Any] = field(default_factory=dict)
+    golden: dict[str, Any] = field(default_factory=dict)
+    license: str = ""
+    schema_version: int = SCHEMA_VERSION
+    format: str = FORMAT_NAME
+    extra: dict[str, Any] = field(default_factory=dict)  # unknown keys from a newer minor writer
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["input"] = self.input.to_dict()
+        extra = d.pop("extra")
+        return {**extra, **d}
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=False) + "\n"
+
+    def artifact(self, format: str, precision: str) -> Artifact | None:
+        return next((a for a in self.artifacts if a.format == format and a.precision == precision), None)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], *, where: str = "manifest.json") -> "Manifest":
+        if not isinstance(d, dict):
+            raise BundleError(f"{where}: expected a JSON object")
+        if d.get("format") != FORMAT_NAME:
+            raise BundleError(f"{where}: not a fer-edge bundle manifest (format={d.get('format')!r})")
+        version = d.get("schema_version")
+        if not isinstance(version, int) or isinstance(version, bool):
+            raise BundleError(f"{where}: schema_version missing or not an integer")
+        if version > SCHEMA_VERSION:
+            raise BundleError(
+                f"{where}: schema_version {version} is newer than this fer_edge understands "
+                f"({SCHEMA_VERSION}); upgrade fer-edge to open this bundle"
+            )
+        required = ("name", "labels", "input", "model", "artifacts", "files")
+        missing = [k for k in required if k not in d]
+        if missing:
+            raise BundleError(f"{where}: missing required fields {missing}")
+        try:
+            spec = InputSpec.from_dict(d["input"])
+        except Exception as e:
+            raise BundleError(f"{where}: bad input spec: {e}") from e
+        files = d["files"]
+        if not isinstance(files, dict) or not all(isinstance(v, dict) and "sha256" in v for v in files.values()):
+            raise BundleError(f"{where}: files must map each path to {{'sha256': ..., 'bytes': ...}}")
+        artifacts = []
+        for a in d["artifacts"]:
+            try:
+                art = Artifact(format=a["format"], precision=a["precision"], path=a["path"])
+            except (KeyError, TypeError) as e:
+                raise BundleError(f"{where}: artifact entry {a!r} needs format, precision and path") from e
+            if art.format not in FORMATS or art.precision not in PRECISIONS:
+                raise BundleError(f"{where}: artifact {art.key()} has an unknown format or precision")
+            if art.path not in d["files"]:
+                raise BundleError(f"{where}: artifact {art.key()} path {art.path!r} is not listed in files")
+            artifacts.append(art)
+        labels = d["labels"]
+        if not (isinstance(labels, list) and labels and all(isinstance(x, str) for x in labels)):
+            raise BundleError(f"{where}: labels must be a non-empty list of strings")
+        known = set(cls.__dataclass_fields__) - {"extra"}
+        kwargs = {k: v for k, v in d.items() if k in known}
+        kwargs.update(input=spec, artifacts=artifacts)
+        return cls(**kwargs, extra={k: v for k, v in d.items() if k not in known})

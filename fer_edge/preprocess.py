@@ -1,0 +1,165 @@
+"""Turn user images into model input, driven only by the bundle's input spec.
+
+Pure numpy: the runtime must not need OpenCV or Pillow to preprocess a crop.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from functools import lru_cache
+from typing import Any, Sequence
+
+import numpy as np
+
+from .errors import InputError
+
+INTERPOLATIONS = ("area", "bilinear")
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """How a face crop becomes the model's input tensor (NCHW float32).
+
+    `area` averages the source pixels each output pixel covers when shrinking (OpenCV's
+    INTER_AREA) and interpolates bilinearly when enlarging; `bilinear` is OpenCV's INTER_LINEAR
+    (half-pixel centres) both ways.
+    """
+
+    size: tuple[int, int] = (48, 48)  # (height, width)
+    channels: int = 1
+    color: str = "gray"
+    layout: str = "NCHW"
+    dtype: str = "float32"
+    scale: float = 1.0 / 255.0
+    mean: tuple[float, ...] = (0.0,)
+    std: tuple[float, ...] = (1.0,)
+    interpolation: str = "area"
+    input_name: str = "input"
+
+    def __post_init__(self) -> None:
+        if self.interpolation not in INTERPOLATIONS:
+            raise InputError(f"interpolation must be one of {INTERPOLATIONS}, got {self.interpolation!r}")
+        if self.channels != 1 or self.color != "gray":
+            raise InputError("only 1-channel grayscale models are supported (channels=1, color='gray')")
+        if self.layout != "NCHW" or self.dtype != "float32":
+            raise InputError("only NCHW float32 model inputs are supported")
+        if not (isinstance(self.size, (tuple, list)) and len(self.size) == 2
+                and all(isinstance(v, int) and v >= 8 for v in self.size)):
+            raise InputError(f"size must be (height, width), integers of at least 8 px, got {self.size!r}")
+        if len(self.mean) != self.channels or len(self.std) != self.channels:
+            raise InputError(f"mean and std need one value per channel ({self.channels}), got {self.mean}, {self.std}")
+        if not all(np.isfinite(v) and v > 0 for v in self.std) or not (np.isfinite(self.scale) and self.scale > 0):
+            raise InputError(f"std and scale must be positive and finite, got std={self.std}, scale={self.scale}")
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["size"] = list(self.size)
+        d["mean"] = list(self.mean)
+        d["std"] = list(self.std)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "InputSpec":
+        known = set(cls.__dataclass_fields__)
+        unknown = set(d) - known
+        if unknown:
+            raise InputError(f"unknown input spec fields: {sorted(unknown)}")
+        d = dict(d)
+        for key in ("size", "mean", "std"):
+            if key in d:
+                if not isinstance(d[key], (list, tuple)):
+                    raise InputError(f"input spec field {key!r} must be a list, got {d[key]!r}")
+                d[key] = tuple(d[key])
+        return cls(**d)
+
+
+def to_gray(image: Any, *, what: str = "image") -> np.ndarray:
+    """Validate one image and return it as a 2-D uint8 grayscale array.
+
+    Accepts uint8 HxW (gray), HxWx1, HxWx3 (BGR, OpenCV's order) or HxWx4 (BGRA).
+    """
+    if image is None:
+        raise InputError(f"{what} is None; expected a uint8 numpy array (HxW gray, HxWx3 BGR or HxWx4 BGRA)")
+    if not isinstance(image, np.ndarray):
+        raise InputError(f"{what} is a {type(image).__name__}; expected a uint8 numpy array")
+    if image.dtype.kind == "f" and image.size and not np.isfinite(image).all():
+        raise InputError(f"{what} contains NaN or infinite values")
+    if image.dtype != np.uint8:
+        raise InputError(
+            f"{what} has dtype {image.dtype}; expected uint8 (0..255). "
+            "Convert first, e.g. (img * 255).clip(0, 255).astype(np.uint8) for floats in [0, 1]"
+        )
+    if image.ndim == 3 and image.shape[2] == 1:
+        image = image[:, :, 0]
+    if image.ndim == 2:
+        gray = image
+    elif image.ndim == 3 and image.shape[2] in (3, 4):
+        bgr = image[:, :, :3].astype(np.float32)
+        # ITU-R BT.601 luma, the weights OpenCV's cvtColor uses.
+        gray_f = bgr[:, :, 0] * 0.114 + bgr[:, :, 1] * 0.587 + bgr[:, :, 2] * 0.299
+        gray = np.clip(np.rint(gray_f), 0, 255).astype(np.uint8)
+    else:
+        raise InputError(
+            f"{what} has shape {image.shape}; expected HxW (gray), HxWx3 (BGR) or HxWx4 (BGRA)"
+        )
+    if gray.shape[0] < 1 or gray.shape[1] < 1:
+        raise InputError(f"{what} is empty (shape {image.shape})")
+    return gray
+
+
+@lru_cache(maxsize=64)
+def _weights(n_in: int, n_out: int, method: str) -> np.ndarray:
+    """(n_out, n_in) matrix whose rows hold one output pixel's weights over input pixels."""
+    w = np.zeros((n_out, n_in), dtype=np.float64)
+    scale = n_in / n_out
+    if method == "area" and n_out < n_in:
+        for o in range(n_out):
+            lo, hi = o * scale, (o + 1) * scale
+            first, last = int(np.floor(lo)), int(np.ceil(hi))
+            for i in range(first, min(last, n_in)):
+                w[o, i] = min(hi, i + 1) - max(lo, i)
+        w /= w.sum(axis=1, keepdims=True)
+    else:  # bilinear, and area when enlarging
+        centres = (np.arange(n_out) + 0.5) * scale - 0.5
+        centres = np.clip(centres, 0, n_in - 1)
+        left = np.floor(centres).astype(int)
+        right = np.minimum(left + 1, n_in - 1)
+        frac = centres - left
+        w[np.arange(n_out), left] += 1 - frac
+        w[np.arange(n_out), right] += frac
+    return w.astype(np.float32)
+
+
+def resize(gray: np.ndarray, size: tuple[int, int], method: str = "area") -> np.ndarray:
+    """Resize a 2-D image to (height, width) as float32, separably (rows then columns)."""
+    h, w = gray.shape
+    out_h, out_w = size
+    img = gray.astype(np.float32)
+    if (h, w) == (out_h, out_w):
+        return img
+    return _weights(h, out_h, method) @ img @ _weights(w, out_w, method).T
+
+
+def preprocess(images: Sequence[Any], spec: InputSpec) -> np.ndarray:
+    """A sequence of images -> contiguous float32 batch of shape (N, 1, H, W).
+
+    A numpy array counts as a sequence of images along its first axis (N x H x W gray or
+    N x H x W x C colour); pass a single image as a one-element list.
+    """
+    if images is None:
+        raise InputError("images is None; expected a list of uint8 images")
+    if isinstance(images, np.ndarray) and images.ndim not in (3, 4):
+        raise InputError(
+            f"a batch array must be N x H x W or N x H x W x C, got shape {images.shape}; "
+            "pass a single image to predict(), or a list of images"
+        )
+    if len(images) == 0:
+        raise InputError("empty batch; expected at least one image")
+    batch = np.empty((len(images), 1, *spec.size), dtype=np.float32)
+    for i, image in enumerate(images):
+        gray = to_gray(image, what=f"image[{i}]")
+        batch[i, 0] = resize(gray, spec.size, spec.interpolation)
+    batch *= np.float32(spec.scale)
+    batch -= np.float32(spec.mean[0])
+    batch /= np.float32(spec.std[0])
+    return batch

@@ -1,0 +1,69 @@
+"""The one interface every backend implements, and the registry that names them."""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+
+from ..errors import InputError
+
+
+@dataclass(frozen=True)
+class Probe:
+    """Whether a backend can really run here, and why (or why not)."""
+
+    usable: bool
+    reason: str
+    version: str | None = None
+    devices: tuple[str, ...] = ()
+
+
+class Backend(abc.ABC):
+    """Runs one backbone artifact: float32 NCHW batch in, named float32 outputs out.
+
+    Subclasses are small: `probe()` says whether the backend can run on this machine (really,
+    not just whether its module imports), `__init__` loads an artifact, `run` executes it.
+    One instance may be called from many threads.
+    """
+
+    name: ClassVar[str]
+    format: ClassVar[str]  # the key in fer_edge.formats.FORMATS this backend loads
+    extra: ClassVar[str]  # pip extra that installs it
+    module: ClassVar[str]  # the module it imports
+
+    @classmethod
+    @abc.abstractmethod
+    def probe(cls) -> Probe: ...
+
+    @abc.abstractmethod
+    def __init__(self, path: Path, *, input_name: str, output_names: tuple[str, ...], threads: int | None = None,
+                 device: str | None = None) -> None: ...
+
+    @abc.abstractmethod
+    def run(self, batch: np.ndarray) -> dict[str, np.ndarray]: ...
+
+    @abc.abstractmethod
+    def describe(self) -> dict[str, Any]: ...
+
+    def priority(self) -> int:  # pragma: no cover - overridden where it matters
+        return 0
+
+
+BACKENDS: dict[str, type[Backend]] = {}
+
+
+def register_backend(cls: type[Backend]) -> type[Backend]:
+    """Class decorator: make a backend available by its name (third-party backends too)."""
+    BACKENDS[cls.name] = cls
+    return cls
+
+
+def get_backend(name: str) -> type[Backend]:
+    try:
+        return BACKENDS[name]
+    except KeyError:
+        raise InputError(f"unknown backend {name!r}; known backends: {sorted(BACKENDS)} (or 'auto')") from None

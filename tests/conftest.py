@@ -1,0 +1,103 @@
+"""Shared fixtures: synthetic faces a tiny net can learn, a tiny checkpoint, a tiny bundle."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+FER2013 = REPO.parent / "shared" / "datasets" / "fer2013"
+needs_dataset = pytest.mark.skipif(
+    not (FER2013 / "test").is_dir(),
+    reason=f"FER2013 not found at {FER2013} (this workplace keeps it in ../shared beside the checkout)",
+)
+
+
+def synthetic_faceset(per_class: int = 12, seed: int = 0, size: int = 48):
+    """7 classes of 'faces' a tiny net separates in a few steps: class k is a bright bar at angle
+    k*180/7 degrees on a noisy background, so predictions depend on the input (unlike random weights)."""
+    from fer_edge.data import FaceSet
+    from fer_edge.labels import EMOTIONS
+
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:size, 0:size] - (size - 1) / 2
+    images, labels = [], []
+    for k in range(len(EMOTIONS)):
+        theta = np.pi * k / len(EMOTIONS)
+        dist = np.abs(xx * np.sin(theta) - yy * np.cos(theta))
+        bar = (dist < size / 10).astype(np.float32)
+        for _ in range(per_class):
+            img = 60 + 140 * bar + rng.normal(0, 20, bar.shape)
+            images.append(np.clip(img, 0, 255).astype(np.uint8))
+            labels.append(k)
+    return FaceSet(np.stack(images), np.array(labels, dtype=np.int64), [f"synthetic:{i}" for i in range(len(labels))])
+
+
+def train_tiny_checkpoint(path: Path, steps: int = 40, seed: int = 0) -> Path:
+    """A tiny_fer checkpoint in the training module's format, fitted briefly to synthetic faces."""
+    import torch
+    import torch.nn.functional as F
+
+    from fer_edge.train.config import TrainConfig
+    from fer_edge.train.loop import checkpoint_payload, save_atomic, to_input
+    from fer_edge.train.models import create_model
+
+    torch.manual_seed(seed)
+    cfg = TrainConfig(arch="tiny_fer", channels_last=False)
+    faces = synthetic_faceset(seed=seed)
+    x = to_input(torch.from_numpy(faces.images).unsqueeze(1), cfg)
+    y = torch.from_numpy(faces.labels)
+    model = create_model("tiny_fer")
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    model.train()
+    for _ in range(steps):
+        loss = F.cross_entropy(model(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    model.eval()
+    save_atomic(checkpoint_payload(model, cfg, epoch=1), path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def faces():
+    return synthetic_faceset()
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory) -> Path:
+    pytest.importorskip("torch")
+    return train_tiny_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny.pt")
+
+
+@pytest.fixture(scope="session")
+def tiny_bundle_master(tiny_checkpoint, tmp_path_factory, faces) -> Path:
+    """ONNX + OpenVINO, FP32 + INT8, exported once per session. Use `tiny_bundle` (a copy) in tests."""
+    from fer_edge.export import export_bundle
+
+    out = tmp_path_factory.mktemp("bundles") / "tiny-test"
+    calib = synthetic_faceset(per_class=45, seed=1)  # >= 300 crops, as the exporter requires
+    return export_bundle(tiny_checkpoint, out, name="tiny-test", calib=calib, val=faces, allow_drop=True)
+
+
+@pytest.fixture
+def tiny_bundle(tiny_bundle_master, tmp_path) -> Path:
+    """A private copy, so a test may tamper with it."""
+    return Path(shutil.copytree(tiny_bundle_master, tmp_path / "tiny-test"))
+
+
+@pytest.fixture
+def faces_folder(faces, tmp_path) -> Path:
+    """The synthetic faces written as an ImageFolder tree with a test/ split."""
+    from PIL import Image
+
+    root = tmp_path / "synthetic"
+    for i, (img, label) in enumerate(zip(faces.images, faces.labels)):
+        d = root / "test" / faces.classes[label]
+        d.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(img).save(d / f"{i:04d}.png")
+    return root

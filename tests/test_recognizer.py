@@ -1,0 +1,163 @@
+"""Recognizer end to end on a tiny exported bundle: inputs, backends, selection, failures."""
+
+from __future__ import annotations
+
+import json
+import threading
+
+import numpy as np
+import pytest
+
+import fer_edge
+from fer_edge import BundleError, InputError, RuntimeUnavailableError
+from fer_edge.runtimes import BACKENDS, Probe
+from fer_edge.runtimes.onnxruntime import OnnxRuntimeBackend
+
+BOTH = [("onnxruntime", "fp32"), ("onnxruntime", "int8"),
+        pytest.param("openvino", "fp32", marks=pytest.mark.openvino),
+        pytest.param("openvino", "int8", marks=pytest.mark.openvino)]
+
+
+@pytest.mark.parametrize("backend,precision", BOTH)
+def test_each_backend_and_precision_learns_the_synthetic_task(tiny_bundle, faces, backend, precision):
+    rec = fer_edge.Recognizer(tiny_bundle, backend, precision=precision)
+    assert (rec.backend, rec.precision) == (backend, precision)
+    preds = rec.predict_batch(list(faces.images))
+    accuracy = np.mean([p.label == faces.classes[y] for p, y in zip(preds, faces.labels)])
+    assert accuracy > 0.6  # chance is 1/7
+
+
+@pytest.mark.parametrize("backend", ["onnxruntime", pytest.param("openvino", marks=pytest.mark.openvino)])
+def test_fp32_backends_match_the_golden_torch_outputs(tiny_bundle, backend):
+    golden = tiny_bundle / "golden"
+    x = np.load(golden / "input.npy")
+    rec = fer_edge.Recognizer(tiny_bundle, backend, precision="fp32")
+    logits = rec._run(x)["logits"]
+    np.testing.assert_allclose(logits, np.load(golden / "logits.npy"), atol=1e-4)
+
+
+def test_prediction_fields_and_probabilities(tiny_bundle, faces):
+    rec = fer_edge.Recognizer(tiny_bundle, "onnxruntime", precision="fp32")
+    p = rec.predict(faces.images[0])
+    assert p.labels == rec.labels == tuple(fer_edge.EMOTIONS)
+    assert p.label == p.labels[int(np.argmax(p.probs))]
+    assert p.score == pytest.approx(float(p.probs.max()))
+    assert p.probs.sum() == pytest.approx(1.0, abs=1e-5)
+    d = p.as_dict()
+    assert set(d["probs"]) == set(fer_edge.EMOTIONS) and json.dumps(d)
+
+
+def test_accepts_gray_bgr_bgra_and_any_size(tiny_bundle, faces):
+    rec = fer_edge.Recognizer(tiny_bundle, "onnxruntime", precision="fp32")
+    gray = faces.images[3]
+    bgr = np.repeat(gray[:, :, None], 3, axis=2)
+    bgra = np.concatenate([bgr, np.full_like(gray[:, :, None], 255)], axis=2)
+    big = np.kron(gray, np.ones((4, 3), dtype=np.uint8))  # 192 x 144: resized per the manifest
+    probs = [rec.predict(img).probs for img in (gray, gray[:, :, None], bgr, bgra)]
+    for p in probs[1:]:
+        np.testing.assert_allclose(p, probs[0], atol=1e-6)
+    assert rec.predict(big).label == rec.predict(gray).label
+
+
+def test_predict_batch_equals_single_predictions(tiny_bundle, faces):
+    rec = fer_edge.Recognizer(tiny_bundle, "onnxruntime", precision="fp32")
+    batch = rec.predict_batch(faces.images[:9])  # an N x H x W array counts as a batch
+    for img, p in zip(faces.images[:9], batch):
+        np.testing.assert_allclose(rec.predict(img).probs, p.probs, atol=1e-5)
+
+
+@pytest.mark.parametrize("bad,fragment", [
+    (None, "None"),
+    (np.zeros((0, 0), np.uint8), "empty"),
+    (np.zeros((48, 48), np.float32), "dtype float32"),
+    (np.full((48, 48), np.nan, np.float32), "NaN"),
+    (np.zeros((2, 48, 48, 3), np.uint8), "shape"),
+    (np.zeros((48, 48, 2), np.uint8), "shape"),
+    ("face.jpg", "str"),
+])
+def test_bad_input_is_a_clear_value_error(tiny_bundle, bad, fragment):
+    rec = fer_edge.Recognizer(tiny_bundle, "onnxruntime", precision="fp32")
+    with pytest.raises(InputError, match=fragment) as e:
+        rec.predict(bad)
+    assert isinstance(e.value, ValueError)
+
+
+def test_empty_batch_is_refused(tiny_bundle):
+    rec = fer_edge.Recognizer(tiny_bundle, "onnxruntime", precision="fp32")
+    with pytest.raises(InputError, match="empty"):
+        rec.predict_batch([])
+
+
+def test_auto_reports_what_it_chose_and_why(tiny_bundle):
+    rec = fer_edge.Recognizer(tiny_bundle)
+    d = rec.describe()
+    assert d["backend"] in BACKENDS and d["precision"] == "int8"
+    assert "auto" in d["reason"] and d["artifact"].endswith(".onnx" if d["backend"] == "onnxruntime" else ".xml")
+
+
+def test_threads_are_passed_to_the_backend(tiny_bundle):
+    rec = fer_edge.Recognizer(tiny_bundle, "onnxruntime", threads=1)
+    assert rec.describe()["threads"] == 1
+
+
+def test_explicit_backend_that_is_not_installed_names_the_extra(tiny_bundle, monkeypatch):
+    monkeypatch.setattr(OnnxRuntimeBackend, "probe", classmethod(lambda cls: Probe(False, "cannot import onnxruntime")))
+    with pytest.raises(RuntimeUnavailableError, match=r"fer-edge\[onnxruntime\]"):
+        fer_edge.Recognizer(tiny_bundle, "onnxruntime")
+
+
+def test_unknown_backend_and_missing_precision(tiny_bundle):
+    with pytest.raises(InputError, match="unknown backend"):
+        fer_edge.Recognizer(tiny_bundle, "tflite")
+    with pytest.raises(BundleError, match="fp16"):
+        fer_edge.Recognizer(tiny_bundle, "onnxruntime", precision="fp16")
+
+
+@pytest.mark.openvino
+def test_auto_skips_a_backend_that_imports_but_cannot_run(tiny_bundle, monkeypatch):
+    def broken(self, *a, **k):
+        raise BundleError("simulated: provider failed to initialise")
+
+    monkeypatch.setattr(OnnxRuntimeBackend, "__init__", broken)
+    rec = fer_edge.Recognizer(tiny_bundle)  # auto moves on ...
+    assert rec.backend == "openvino"
+    assert "simulated" in rec.describe()["skipped"]["onnxruntime"]
+    with pytest.raises(BundleError, match="simulated"):  # ... an explicit request never does
+        fer_edge.Recognizer(tiny_bundle, "onnxruntime")
+
+
+def test_tampered_artifact_is_refused(tiny_bundle):
+    path = tiny_bundle / "backbone" / "onnx" / "model.fp32.onnx"
+    data = bytearray(path.read_bytes())
+    data[-10] ^= 0xFF
+    path.write_bytes(bytes(data))
+    with pytest.raises(BundleError, match="model.fp32.onnx"):
+        fer_edge.Recognizer(tiny_bundle)
+
+
+def test_zipped_bundle_gives_the_same_answers(tiny_bundle, faces, tmp_path, monkeypatch):
+    from fer_edge.bundle import zip_bundle
+
+    monkeypatch.setenv("FER_EDGE_CACHE", str(tmp_path / "cache"))
+    z = zip_bundle(tiny_bundle, tmp_path / "tiny.ferb.zip")
+    a = fer_edge.Recognizer(tiny_bundle, "onnxruntime", precision="fp32").predict_proba(faces.images[:5])
+    b = fer_edge.Recognizer(z, "onnxruntime", precision="fp32").predict_proba(faces.images[:5])
+    np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("backend", ["onnxruntime", pytest.param("openvino", marks=pytest.mark.openvino)])
+def test_one_recognizer_serves_many_threads(tiny_bundle, faces, backend):
+    rec = fer_edge.Recognizer(tiny_bundle, backend, precision="fp32")
+    expected = rec.predict_proba(faces.images)
+    results: dict[int, np.ndarray] = {}
+
+    def work(i: int) -> None:
+        results[i] = np.stack([rec.predict(img).probs for img in faces.images[i::8]])
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for i in range(8):
+        np.testing.assert_allclose(results[i], expected[i::8], atol=1e-5)
