@@ -8,8 +8,8 @@ so importing this package stays cheap.
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Any, Iterable
@@ -24,9 +24,10 @@ from .golden import compare, read_golden, write_golden
 from .onnx2int8 import onnx2int8
 from .onnx2openvino import onnx2openvino
 from .openvino2int8 import openvino2int8
+from .record import record_evaluation
 from .torch2onnx import INPUT, OUTPUTS, torch2onnx
 
-__all__ = ["export_bundle", "load_checkpoint", "torch2onnx", "onnx2int8", "onnx2openvino", "openvino2int8",
+__all__ = ["export_bundle", "record_evaluation", "load_checkpoint", "torch2onnx", "onnx2int8", "onnx2openvino", "openvino2int8",
            "write_golden", "read_golden", "CALIB_SIZE"]
 
 CALIB_SIZE = 300  # calibration crops; fewer is allowed but recorded as a warning
@@ -85,7 +86,9 @@ def export_bundle(
         calib_batch, calib_info = _calibration(calib, val_set, val_desc, spec, notes)
 
     out.parent.mkdir(parents=True, exist_ok=True)
-    stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
+    # Not mkdtemp: its 0700 mode would become the bundle's; mkdir honours the umask.
+    stage = out.parent / f".{out.name}.{secrets.token_hex(4)}.partial"
+    stage.mkdir()
     try:
         metadata = {"name": name, "version": version, "arch": meta["arch"], "labels": list(meta["labels"]),
                     "feature_dim": str(meta["feature_dim"]), "input": spec.to_dict()}
@@ -113,10 +116,12 @@ def export_bundle(
         manifest.artifacts = [a for a in manifest.artifacts if a.precision in precisions]
         manifest.evaluation = _merge(evaluation or {}, figures)
         manifest.extra = {
-            "commands": dict(commands or {}),
+            "commands": {**({"train": meta["command"]} if meta.get("command") else {}), **(commands or {})},
             "export": {"targets": list(targets), "precisions": list(precisions), "calibration": calib_info,
                        "validation": val_desc, "warnings": notes},
-            "training": {k: meta[k] for k in ("epoch", "config") if k in meta},
+            "training": {**{k: meta[k] for k in ("epoch", "config") if k in meta},
+                         **({"val": {k: meta["val"].get(k) for k in ("accuracy", "macro_f1", "n")}}
+                            if isinstance(meta.get("val"), dict) else {})},
         }
         for note in notes:
             warnings.warn(f"export {name}: {note}", stacklevel=2)
@@ -132,6 +137,8 @@ def export_bundle(
 
 
 def _check_choice(targets: Iterable[str], precisions: Iterable[str]) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    targets = (targets,) if isinstance(targets, str) else targets
+    precisions = (precisions,) if isinstance(precisions, str) else precisions
     targets, precisions = tuple(dict.fromkeys(targets)), tuple(dict.fromkeys(precisions))
     if not targets or not precisions:
         raise ExportError("targets and precisions must each name at least one entry")
@@ -275,7 +282,9 @@ def _gate(bundle, val_set, max_drop_pp: float, allow_drop: bool, notes: list[str
 
     gate: dict[str, Any] = {"max_drop_pp": max_drop_pp, "drops_pp": {}}
     if val_set is None:
-        notes.append("no validation data given: INT8 accuracy gate SKIPPED, INT8 accuracy unverified")
+        reduced = sorted({a.precision for a in bundle.manifest.artifacts} - {"fp32"})
+        notes.append("no validation data given: no accuracy figures"
+                     + (f"; accuracy gate SKIPPED, {'/'.join(reduced).upper()} accuracy unverified" if reduced else ""))
         return {"accuracy_gate": {**gate, "status": "skipped"}}
     reports = {}
     for art in bundle.manifest.artifacts:
@@ -361,7 +370,8 @@ def model_card(m: Manifest, meta: dict[str, Any]) -> str:
         lines += [m.description, ""]
     lines += [
         "## Model",
-        f"- Architecture `{m.model['arch']}`, {m.model['params']:,} parameters, embedding of {m.model['feature_dim']} values.",
+        f"- Architecture `{m.model['arch']}`, {m.model['params']:,} parameters, "
+        f"embedding of {m.model['feature_dim']} values.",
         f"- Input: {m.input.size[0]}x{m.input.size[1]} grayscale face crop, scaled by {m.input.scale:.6g}, "
         f"mean {list(m.input.mean)}, std {list(m.input.std)}.",
         f"- Classes ({len(m.labels)}): {', '.join(m.labels)}.",
@@ -369,13 +379,16 @@ def model_card(m: Manifest, meta: dict[str, Any]) -> str:
         "",
         "## Data",
         f"- Training data: {cfg.get('data', 'not recorded in the checkpoint')}"
-        + (f" (epoch {meta['epoch']})." if "epoch" in meta else "."),
+        + (f" (checkpoint of epoch {meta['epoch']})." if "epoch" in meta else "."),
         f"- Validation (accuracy gate): {export.get('validation') or 'none given'}.",
         f"- INT8 calibration: {(export.get('calibration') or {}).get('source', 'not needed')}"
         + (f", {export['calibration']['n']} crops." if export.get("calibration") else "."),
         "",
         "## Figures",
     ]
+    trained_val = (m.extra.get("training") or {}).get("val")
+    if trained_val and trained_val.get("accuracy") is not None:
+        lines += [f"Training run's val accuracy (torch, at that epoch): {trained_val['accuracy']:.2%}.", ""]
     val = m.evaluation.get("val") or {}
     if val:
         lines += ["| artifact | val accuracy | val macro-F1 | n |", "|---|---|---|---|"]
@@ -389,6 +402,16 @@ def model_card(m: Manifest, meta: dict[str, Any]) -> str:
     else:
         lines.append("No validation figures.")
     other = {k: v for k, v in m.evaluation.items() if k not in ("val", "int8_agreement_val", "accuracy_gate")}
+    for key, rec in sorted(other.items()):
+        if isinstance(rec, dict) and isinstance(rec.get("runs"), dict):
+            lines += ["", f"### {key}", "", f"Measured by `{rec.get('command', '?')}` on {rec.get('date', '?')}.", "",
+                      "| artifact | accuracy | macro-F1 | n | per-class recall |", "|---|---|---|---|---|"]
+            for k, v in rec["runs"].items():
+                recall = ", ".join(f"{c} {r:.0%}" for c, r in v.get("per_class_recall", {}).items())
+                lines.append(f"| {k} | {v['accuracy']:.2%} | {v['macro_f1']:.2%} | {v['n']} | {recall} |")
+            if rec.get("agreement"):
+                lines += ["", "Top-1 agreement: " + ", ".join(f"{k} {v:.2%}" for k, v in rec["agreement"].items()) + "."]
+            other = {k: v for k, v in other.items() if k != key}
     if other:
         lines += ["", "Other figures supplied at export: " + ", ".join(sorted(other)) + " (see manifest.json)."]
     gate = m.evaluation.get("accuracy_gate", {})

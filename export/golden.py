@@ -33,13 +33,13 @@ def write_golden(root: str | os.PathLike, model: Any, inputs: np.ndarray, *,
     root = Path(root)
     inputs = np.ascontiguousarray(inputs, dtype=np.float32)
     net = model if isinstance(model, WithEmbedding) else WithEmbedding(model)
-    was_training = net.training
+    was_training = model.training  # the wrapper is new (training=True); the caller's mode is the model's
     net.eval()
     try:
         with torch.no_grad():
             logits, embedding = (t.numpy() for t in net(torch.from_numpy(inputs)))
     finally:
-        net.train(was_training)
+        model.train(was_training)
     arrays = {"input": inputs, "logits": logits, "embedding": embedding}
     if crops is not None:
         arrays["crops"] = np.ascontiguousarray(crops, dtype=np.uint8)

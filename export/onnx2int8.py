@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import tempfile
@@ -50,10 +51,8 @@ def onnx2int8(src: str | os.PathLike, dst: str | os.PathLike, calib: np.ndarray)
             return None if batch is None else {INPUT: batch}
 
     dst.parent.mkdir(parents=True, exist_ok=True)
-    quiet = logging.getLogger().level
-    logging.getLogger().setLevel(max(quiet, logging.ERROR))  # quantize_static logs advice at WARNING on root
     try:
-        with tempfile.TemporaryDirectory(prefix="fer_edge_int8_") as work:
+        with quiet_root_logger(), tempfile.TemporaryDirectory(prefix="fer_edge_int8_") as work:
             pre = Path(work) / "pre.onnx"
             # Shape inference and graph fusion first, as ORT recommends for static quantization.
             quant_pre_process(str(src), str(pre))
@@ -69,6 +68,20 @@ def onnx2int8(src: str | os.PathLike, dst: str | os.PathLike, calib: np.ndarray)
         raise
     except Exception as e:
         raise ExportError(f"ONNX INT8 quantization of {src.name} failed: {type(e).__name__}: {e}") from e
-    finally:
-        logging.getLogger().setLevel(quiet)
     return dst
+
+
+@contextlib.contextmanager
+def quiet_root_logger():
+    """ORT's quantizer logs advice through logging.warning/info on the root logger, which also
+    installs a stderr handler (basicConfig) in an application that had none; undo both."""
+    root = logging.getLogger()
+    level, handlers = root.level, list(root.handlers)
+    root.setLevel(max(level, logging.ERROR))
+    if not handlers:
+        root.addHandler(logging.NullHandler())
+    try:
+        yield
+    finally:
+        root.setLevel(level)
+        root.handlers[:] = handlers

@@ -34,7 +34,7 @@ def torch2onnx(model: Any, dst: str | os.PathLike, *, size: tuple[int, int] = (4
     dst = Path(dst)
     dst.parent.mkdir(parents=True, exist_ok=True)
     net = model if isinstance(model, WithEmbedding) else WithEmbedding(model)
-    was_training = net.training
+    was_training = model.training  # the wrapper is new (training=True); the caller's mode is the model's
     net.eval()
     try:
         x = torch.zeros(1, 1, *size)
@@ -57,7 +57,7 @@ def torch2onnx(model: Any, dst: str | os.PathLike, *, size: tuple[int, int] = (4
     except Exception as e:
         raise ExportError(f"torch -> ONNX export failed: {type(e).__name__}: {e}") from e
     finally:
-        net.train(was_training)
+        model.train(was_training)
     return dst
 
 
@@ -83,6 +83,7 @@ def ort_session(path: str | os.PathLike):
 
     so = ort.SessionOptions()
     so.log_severity_level = 3
+    so.intra_op_num_threads = 1  # parity checks run a few tiny batches; threads would only spin
     return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
 
 

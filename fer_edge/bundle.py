@@ -112,7 +112,7 @@ def write_manifest(root: Path, manifest: Manifest) -> Manifest:
     manifest.files = {
         p.relative_to(root).as_posix(): file_entry(p)
         for p in sorted(root.rglob("*"))
-        if p.is_file() and p.name != MANIFEST
+        if p.is_file() and p.name not in (MANIFEST, MANIFEST + ".tmp")
     }
     for art in manifest.artifacts:
         if art.path not in manifest.files:

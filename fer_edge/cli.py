@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import sys
 from typing import Sequence
 
@@ -78,6 +79,11 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         with open(args.json, "w") as f:
             json.dump(result, f, indent=2)
         print(f"wrote {args.json}")
+    if args.record:
+        from .export import record_evaluation
+
+        key = record_evaluation(args.model, result, command=_command_line(args))
+        print(f"recorded as evaluation[{key!r}] in {args.model}/manifest.json and MODEL_CARD.md")
     return 0
 
 
@@ -101,10 +107,16 @@ def _cmd_export(args: argparse.Namespace) -> int:
     out = export_bundle(args.checkpoint, args.out, name=args.name or os.path.basename(os.path.normpath(args.out)),
                         targets=tuple(args.targets.split(",")), precisions=tuple(args.precision.split(",")),
                         calib=args.calib, val=args.val, max_drop_pp=args.max_drop, allow_drop=args.allow_drop,
-                        description=args.description or "",
-                        commands={"export": "fer-edge " + " ".join(sys.argv[1:])} if sys.argv else None)
+                        description=args.description or "", commands=_export_commands(args))
     print(f"wrote bundle {out}")
     return 0
+
+
+def _export_commands(args: argparse.Namespace) -> dict[str, str]:
+    commands = {"export": _command_line(args)}
+    if args.train_command:
+        commands["train"] = args.train_command
+    return commands
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
@@ -115,7 +127,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     cfg = cfg.override(arch=args.arch, data=args.data, out=args.out, epochs=args.epochs,
                        batch_size=args.batch_size, lr=args.lr, device=args.device, threads=args.threads,
                        limit_per_class=args.limit_per_class, seed=args.seed)
-    best = train(cfg, resume=args.resume)
+    best = train(cfg, resume=args.resume, command=_command_line(args))
     print(json.dumps(best))
     return 0
 
@@ -152,6 +164,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--split", default="test", help="split folder or CSV Usage (train/val/test); default test")
     ev.add_argument("--limit-per-class", type=int, help="first N images per class (quick checks)")
     ev.add_argument("--json", metavar="FILE", help="also write the full report as JSON")
+    ev.add_argument("--record", action="store_true",
+                    help="store the figures in the bundle's manifest and model card (a bundle folder)")
     ev.set_defaults(func=_cmd_evaluate)
 
     d = sub.add_parser("demo", help="run a model on the bundled sample faces; prints label, score and latency")
@@ -169,6 +183,7 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--max-drop", type=float, default=0.5, help="largest INT8 accuracy drop on val, in points")
     ex.add_argument("--allow-drop", action="store_true", help="ship INT8 even if it drops more than --max-drop")
     ex.add_argument("--description")
+    ex.add_argument("--train-command", help="how the checkpoint was trained, if it does not record it itself")
     ex.set_defaults(func=_cmd_export)
 
     t = sub.add_parser("train", help="train a backbone on an ImageFolder tree or fer2013.csv")
@@ -188,8 +203,15 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _command_line(args: argparse.Namespace) -> str:
+    """The command as typed, recorded into checkpoints and manifests."""
+    return " ".join(["fer-edge", *map(shlex.quote, args.argv)])
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
+    args.argv = argv
     try:
         return args.func(args)
     except FerEdgeError as e:

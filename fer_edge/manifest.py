@@ -96,6 +96,9 @@ class Manifest:
             if art.path not in d["files"]:
                 raise BundleError(f"{where}: artifact {art.key()} path {art.path!r} is not listed in files")
             artifacts.append(art)
+        outputs = d["model"].get("outputs") if isinstance(d["model"], dict) else None
+        if not (isinstance(outputs, dict) and {"logits", "embedding"} <= set(outputs)):
+            raise BundleError(f"{where}: model.outputs must name the graph's 'logits' and 'embedding' outputs")
         labels = d["labels"]
         if not (isinstance(labels, list) and labels and all(isinstance(x, str) for x in labels)):
             raise BundleError(f"{where}: labels must be a non-empty list of strings")

@@ -5,7 +5,7 @@ Pure numpy: the runtime must not need OpenCV or Pillow to preprocess a crop.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from functools import lru_cache
 from typing import Any, Sequence
 

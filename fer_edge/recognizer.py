@@ -8,7 +8,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from .bundle import Bundle
-from .errors import BundleError
+from .errors import BundleError, InputError
 from .preprocess import preprocess
 from .types import Prediction
 
@@ -36,6 +36,8 @@ class Recognizer:
                  bundle: Bundle | None = None) -> None:
         from .runtimes import select_backend  # lazy: keeps `import fer_edge` numpy-only
 
+        if bundle is not None and model is not None:
+            raise InputError("pass either model= or bundle=, not both")
         self.bundle = bundle if bundle is not None else Bundle.open(model)
         m = self.bundle.manifest
         if m.head.get("kind") != "in_graph":

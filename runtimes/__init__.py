@@ -11,7 +11,6 @@ import functools
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from ..errors import BundleError, FerEdgeError, InputError, RuntimeUnavailableError
 from ..formats import FORMATS
@@ -73,9 +72,12 @@ def _pick_precision(bundle, fmt: str, precision: str) -> str:
     if not have:
         raise BundleError(f"bundle {bundle.name!r} has no {fmt} artifact")
     if precision == "auto":
-        # Fastest first; an INT8 artifact only ships after passing the export's accuracy gate.
+        # Fastest first, but never an artifact that was shipped past a failed accuracy gate
+        # (export with allow_drop): auto must not trade accuracy silently.
+        gate = bundle.manifest.evaluation.get("accuracy_gate") or {}
+        failed = {k for k, drop in (gate.get("drops_pp") or {}).items() if drop > gate.get("max_drop_pp", 0.5)}
         for p in ("int8", "fp16", "fp32"):
-            if p in have and not (p == "fp16" and not FORMATS[fmt].needs_gpu):
+            if p in have and f"{fmt}/{p}" not in failed and not (p == "fp16" and not FORMATS[fmt].needs_gpu):
                 return p
         return have[0]
     if precision not in have:

@@ -10,10 +10,14 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 FER2013 = REPO.parent / "shared" / "datasets" / "fer2013"
-needs_dataset = pytest.mark.skipif(
-    not (FER2013 / "test").is_dir(),
-    reason=f"FER2013 not found at {FER2013} (this workplace keeps it in ../shared beside the checkout)",
-)
+
+
+@pytest.fixture(scope="session")
+def fer2013() -> Path:
+    """The FER2013 ImageFolder root; tests that take it skip with the reason when it is absent."""
+    if not (FER2013 / "test").is_dir():
+        pytest.skip(f"FER2013 not found at {FER2013} (this workplace keeps it in ../shared beside the checkout)")
+    return FER2013
 
 
 def synthetic_faceset(per_class: int = 12, seed: int = 0, size: int = 48):

@@ -78,3 +78,17 @@ def test_unreadable_image_is_reported_with_its_path(tiny_bundle, tmp_path, capsy
     bad.write_bytes(b"not a jpeg")
     assert main(["predict", str(bad), "--model", str(tiny_bundle)]) == 1
     assert str(bad) in capsys.readouterr().err
+
+
+def test_evaluate_record_stores_figures_in_manifest_and_card(tiny_bundle, faces_folder, capsys):
+    from fer_edge.bundle import Bundle
+
+    code = main(["evaluate", "--model", str(tiny_bundle), "--data", str(faces_folder), "--split", "test",
+                 "--backend", "all", "--precision", "all", "--record"])
+    assert code == 0, capsys.readouterr().err
+    m = Bundle.open(tiny_bundle).manifest  # hashes still verify after the card was rewritten
+    rec = m.evaluation["synthetic/test"]
+    assert rec["runs"]["onnxruntime/fp32"]["n"] == 84 and "evaluate" in rec["command"]
+    assert "onnxruntime int8 vs fp32" in rec["agreement"]
+    card = (tiny_bundle / "MODEL_CARD.md").read_text()
+    assert "### synthetic/test" in card and f"{rec['runs']['onnxruntime/fp32']['accuracy']:.2%}" in card

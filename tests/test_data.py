@@ -14,7 +14,6 @@ from fer_edge.data import FaceSet, load_dataset, load_fer2013_csv, load_image_fo
 from fer_edge.errors import DataError, FerEdgeError
 from fer_edge.labels import EMOTIONS
 
-REAL_FER2013 = Path(__file__).resolve().parents[1].parent / "shared" / "datasets" / "fer2013"
 
 # The Kaggle CSV's published code table, written out independently of fer_edge.labels.
 KAGGLE_CODE_TO_INDEX = {0: 0, 1: 1, 2: 2, 3: 3, 4: 5, 5: 6, 6: 4}  # 4 sad -> 5, 5 surprise -> 6, 6 neutral -> 4
@@ -385,15 +384,13 @@ def test_errors_are_fer_edge_errors():
 
 
 @pytest.mark.dataset
-@pytest.mark.skipif(not (REAL_FER2013 / "test").is_dir(),
-                    reason=f"real FER2013 ImageFolder not found at {REAL_FER2013}/test")
-def test_real_fer2013_test_split_reads():
+def test_real_fer2013_test_split_reads(fer2013):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        fs = load_image_folder(REAL_FER2013 / "test", limit_per_class=3)
+        fs = load_image_folder(fer2013 / "test", limit_per_class=3)
     assert fs.images.shape == (21, 48, 48) and fs.images.dtype == np.uint8
     assert fs.counts() == {c: 3 for c in EMOTIONS}
     assert all(Path(s).is_file() for s in fs.sources)
     assert fs.images.std() > 10  # real faces, not blank frames
-    via_dispatch = load_dataset(REAL_FER2013, "test", limit_per_class=3)
+    via_dispatch = load_dataset(fer2013, "test", limit_per_class=3)
     np.testing.assert_array_equal(via_dispatch.images, fs.images)

@@ -161,3 +161,29 @@ def test_one_recognizer_serves_many_threads(tiny_bundle, faces, backend):
         t.join()
     for i in range(8):
         np.testing.assert_allclose(results[i], expected[i::8], atol=1e-5)
+
+
+def test_auto_precision_skips_int8_shipped_past_a_failed_gate(tiny_bundle):
+    manifest_path = tiny_bundle / "manifest.json"
+    m = json.loads(manifest_path.read_text())
+    m["evaluation"]["accuracy_gate"] = {"max_drop_pp": 0.5, "drops_pp": {"onnx/int8": 3.0, "openvino/int8": 0.1},
+                                        "status": "accepted_drop"}
+    manifest_path.write_text(json.dumps(m))
+    assert fer_edge.Recognizer(tiny_bundle, "onnxruntime").precision == "fp32"
+    assert fer_edge.Recognizer(tiny_bundle, "onnxruntime", precision="int8").precision == "int8"  # explicit: as asked
+
+
+def test_model_and_bundle_together_are_refused(tiny_bundle):
+    from fer_edge.bundle import Bundle
+
+    with pytest.raises(InputError, match="not both"):
+        fer_edge.Recognizer(tiny_bundle, bundle=Bundle.open(tiny_bundle))
+
+
+def test_manifest_without_outputs_is_a_bundle_error(tiny_bundle):
+    manifest_path = tiny_bundle / "manifest.json"
+    m = json.loads(manifest_path.read_text())
+    del m["model"]["outputs"]
+    manifest_path.write_text(json.dumps(m))
+    with pytest.raises(BundleError, match="outputs"):
+        fer_edge.Recognizer(tiny_bundle)

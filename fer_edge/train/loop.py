@@ -84,10 +84,11 @@ def checkpoint_payload(model: FerNet, cfg: TrainConfig, **extra: Any) -> dict[st
     }
 
 
-def train(cfg: TrainConfig, *, resume: bool = False, log=print) -> dict[str, Any]:
+def train(cfg: TrainConfig, *, resume: bool = False, log=print, command: str | None = None) -> dict[str, Any]:
     """Train `cfg.arch`; returns the best validation figures. Writes into cfg.out:
     last.pt (everything needed to resume), best.pt (weights at best val accuracy),
-    metrics.jsonl (one line per epoch) and config.json."""
+    metrics.jsonl (one line per epoch) and config.json. `command` (the CLI line that started
+    the run) is stored in the checkpoints so an export can record how the model was made."""
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     if cfg.threads:
@@ -185,14 +186,14 @@ def train(cfg: TrainConfig, *, resume: bool = False, log=print) -> dict[str, Any
         improved = val["accuracy"] > best["val_accuracy"]
         if improved:
             best, stale = dict(row), 0
-            save_atomic(checkpoint_payload(model, cfg, epoch=epoch + 1, val=val), out / "best.pt")
+            save_atomic(checkpoint_payload(model, cfg, epoch=epoch + 1, val=val, command=command), out / "best.pt")
         else:
             stale += 1
         with open(out / "metrics.jsonl", "a") as f:
             f.write(json.dumps(row) + "\n")
         save_atomic(
             {
-                **checkpoint_payload(model, cfg, epoch=epoch + 1),
+                **checkpoint_payload(model, cfg, epoch=epoch + 1, command=command),
                 "optimizer": opt.state_dict(),
                 "scheduler": sched.state_dict(),
                 "plateau": plateau.state_dict() if plateau is not None else None,

@@ -1,0 +1,48 @@
+"""Record evaluation figures (e.g. the test split) into a finished bundle's manifest and card.
+
+The manifest itself is not hashed, but the model card is: both are rewritten together and the
+file hashes refreshed, so the bundle stays verifiable.
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from ..errors import BundleError
+
+
+def summarize(result: dict[str, Any]) -> dict[str, Any]:
+    """The part of an evaluate_matrix result worth keeping in a manifest."""
+    runs = {
+        key: {
+            "accuracy": r["accuracy"], "macro_f1": r["macro_f1"], "macro_precision": r["macro_precision"],
+            "macro_recall": r["macro_recall"], "n": r["n"],
+            "per_class_recall": {c: v["recall"] for c, v in r["per_class"].items()},
+        }
+        for key, r in result["runs"].items()
+    }
+    return {"data": result["data"], "split": result["split"], "runs": runs, "agreement": result["agreement"]}
+
+
+def record_evaluation(bundle_dir: str | os.PathLike, result: dict[str, Any], *, command: str,
+                      key: str | None = None) -> str:
+    """Store `result` (from fer_edge.evaluate.evaluate_matrix) under manifest.evaluation[key]."""
+    from ..bundle import Bundle, write_manifest
+    from . import model_card
+
+    root = Path(bundle_dir)
+    if not root.is_dir():
+        raise BundleError(f"{root}: figures can only be recorded into a bundle folder, not a zip")
+    bundle = Bundle.open(root)
+    m = bundle.manifest
+    key = key or f"{Path(str(result['data'])).name}/{result['split']}"
+    m.evaluation[key] = {**summarize(result), "command": command,
+                         "date": datetime.now(timezone.utc).date().isoformat()}
+    training = m.extra.get("training") or {}
+    (root / "MODEL_CARD.md").write_text(model_card(m, training))
+    write_manifest(root, m)
+    Bundle.open(root)
+    return key

@@ -1,0 +1,65 @@
+"""The default bundle shipped inside the package: it loads with no arguments, is honest about
+how it was made, and its recorded FER2013 test figures reproduce on this machine."""
+
+from __future__ import annotations
+
+import pytest
+
+import fer_edge
+from fer_edge.bundle import Bundle, packaged_models
+from fer_edge.data import read_image
+from fer_edge.demo import sample_faces
+
+TEST_KEY = "fer2013/test"
+
+
+@pytest.fixture(scope="module")
+def default_bundle() -> Bundle:
+    return Bundle.open(None)
+
+
+def test_default_model_is_packaged_and_verifies(default_bundle):
+    assert "tiny" in packaged_models()
+    m = default_bundle.manifest
+    assert m.name == "tiny" and m.labels == list(fer_edge.EMOTIONS)
+    assert m.model["params"] < 1_000_000
+    assert {a.key() for a in m.artifacts} == {"onnx/fp32", "onnx/int8", "openvino/fp32", "openvino/int8"}
+    total = sum(f["bytes"] for f in m.files.values())
+    assert total < 8 * 2**20, f"packaged bundle is {total / 2**20:.1f} MiB"
+
+
+def test_card_and_manifest_record_how_it_was_made(default_bundle):
+    m = default_bundle.manifest
+    commands = m.extra["commands"]
+    assert commands["train"].startswith("fer-edge train") and commands["export"].startswith("fer-edge export")
+    assert m.evaluation["accuracy_gate"]["status"] == "passed"
+    card = (default_bundle.root / "MODEL_CARD.md").read_text()
+    assert commands["train"] in card and TEST_KEY in card
+
+
+def test_recognizer_with_no_arguments_predicts_the_samples():
+    rec = fer_edge.Recognizer()
+    assert rec.manifest.name == "tiny"
+    preds = rec.predict_batch([read_image(p) for p in sample_faces()])
+    assert all(p.label in fer_edge.EMOTIONS for p in preds)
+    # the samples are real test faces; a working model gets most of these clear ones right
+    assert sum(p.label == s.name.split("_")[0] for p, s in zip(preds, sample_faces())) >= 4
+
+
+@pytest.mark.dataset
+def test_recorded_test_figures_reproduce(default_bundle, fer2013):
+    from fer_edge.evaluate import evaluate_matrix
+
+    recorded = default_bundle.manifest.evaluation[TEST_KEY]
+    result = evaluate_matrix(None, fer2013, "test", backends="all", precisions="all")
+    assert set(result["runs"]) == set(recorded["runs"])
+    for key, run in result["runs"].items():
+        want = recorded["runs"][key]
+        assert run["n"] == want["n"] == 3589
+        # FP32 is deterministic up to float summation order (within 2 images); INT8 kernels may
+        # round differently on another CPU generation (within 0.3 pp).
+        tol = 2 / 3589 if key.endswith("fp32") else 0.003
+        assert run["accuracy"] == pytest.approx(want["accuracy"], abs=tol), key
+        assert run["macro_f1"] == pytest.approx(want["macro_f1"], abs=2 * tol), key
+    for key, value in result["agreement"].items():
+        assert value >= 0.95, f"{key}: INT8 agrees with FP32 on only {value:.1%} of test images"
