@@ -12,7 +12,8 @@ SAMPLES_DIR = Path(__file__).parent / "samples"
 
 
 def sample_faces() -> list[Path]:
-    """48x48 FER2013 test-split faces, one per class, named <label>_<original id>.jpg."""
+    """48x48 FER2013 test-split faces: the first three files of each class folder (a rule that
+    does not depend on any model), named <label>_<original id>.jpg."""
     return sorted(SAMPLES_DIR.glob("*.jpg"))
 
 

@@ -46,7 +46,7 @@ def test_evaluate_all_backends_reports_agreement(tiny_bundle, faces_folder, tmp_
 def test_demo_runs_on_the_sample_faces(tiny_bundle, capsys):
     assert main(["demo", "--model", str(tiny_bundle), "--backend", "onnxruntime"]) == 0
     out = capsys.readouterr().out
-    assert "ms/crop" in out and out.count(".jpg") == len(sample_faces()) == 7
+    assert "ms/crop" in out and out.count(".jpg") == len(sample_faces()) == 21
 
 
 def test_export_command_writes_a_bundle(tiny_checkpoint, faces_folder, tmp_path, capsys):
