@@ -40,6 +40,9 @@ class Manifest:
     created: str = ""
     description: str = ""
     head: dict[str, Any] = field(default_factory=lambda: {"kind": "in_graph", "output": "logits"})
+    # Extra heads on the embedding, by name ("xgboost", "linear"): see docs/architecture.md.
+    # `head` above is the default; {"kind": "in_graph"} (softmax of the graph's logits) is always available.
+    heads: dict[str, dict[str, Any]] = field(default_factory=dict)
     evaluation: dict[str, Any] = field(default_factory=dict)
     producer: dict[str, Any] = field(default_factory=dict)
     golden: dict[str, Any] = field(default_factory=dict)
@@ -102,6 +105,13 @@ class Manifest:
         labels = d["labels"]
         if not (isinstance(labels, list) and labels and all(isinstance(x, str) for x in labels)):
             raise BundleError(f"{where}: labels must be a non-empty list of strings")
+        heads = d.get("heads", {})
+        if not isinstance(heads, dict) or not all(isinstance(h, dict) and "kind" in h for h in heads.values()):
+            raise BundleError(f"{where}: heads must map each head name to an object with a 'kind'")
+        for hname, h in heads.items():
+            for key in ("model", "weights"):
+                if key in h and h[key] not in files:
+                    raise BundleError(f"{where}: head {hname!r} {key} {h[key]!r} is not listed in files")
         known = set(cls.__dataclass_fields__) - {"extra"}
         kwargs = {k: v for k, v in d.items() if k in known}
         kwargs.update(input=spec, artifacts=artifacts)
