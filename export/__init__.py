@@ -1,12 +1,15 @@
 """Export: a checkpoint -> a verified bundle. One converter per step (source2target functions);
-`export_bundle` only sequences them, gates INT8 on validation accuracy and writes the manifest.
+`export_bundle` only sequences them, gates INT8 on validation accuracy and macro-F1, adds the
+fitted head, and writes the manifest.
 
-Heavy libraries (torch, onnx, onnxruntime, openvino, nncf) are imported inside the converters,
-so importing this package stays cheap.
+The converters, each usable alone: torch2onnx, onnx2int8, onnx2openvino (fp32 / fp16 weights),
+openvino2int8, onnx2fp16, onnx2tensorrt, xgboost2c. Heavy libraries (torch, onnx, onnxruntime,
+openvino, nncf, tensorrt, xgboost) are imported inside them, so importing this package stays cheap.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import secrets
 import shutil
@@ -16,23 +19,41 @@ from typing import Any, Iterable
 
 import numpy as np
 
-from ..errors import AccuracyDropError, ExportError
+from ..errors import ExportError
 from ..formats import FORMATS
 from ..manifest import Artifact, Manifest
+from .build_engine import ENGINES_KEY, INT8_SOURCE, build_engine, build_engines
+from .card import model_card
 from .checkpoint import load_checkpoint
+from .gate import GateConfig, evaluate_artifacts, gate, skipped
 from .golden import compare, read_golden, write_golden
+from .heads import HEAD_ATOL, add_head, find_head, head_val_figures, reference_probabilities
+from .onnx2fp16 import onnx2fp16
 from .onnx2int8 import onnx2int8
 from .onnx2openvino import onnx2openvino
+from .onnx2tensorrt import onnx2tensorrt
 from .openvino2int8 import openvino2int8
 from .record import record_evaluation
 from .torch2onnx import INPUT, OUTPUTS, torch2onnx
 
-__all__ = ["export_bundle", "record_evaluation", "load_checkpoint", "torch2onnx", "onnx2int8", "onnx2openvino", "openvino2int8",
-           "write_golden", "read_golden", "CALIB_SIZE"]
+__all__ = ["export_bundle", "record_evaluation", "load_checkpoint", "torch2onnx", "onnx2int8", "onnx2openvino",
+           "openvino2int8", "onnx2fp16", "onnx2tensorrt", "build_engine", "write_golden", "read_golden",
+           "model_card", "resolve_checkpoint", "CALIB_SIZE", "N_GOLDEN"]
 
 CALIB_SIZE = 300  # calibration crops; fewer is allowed but recorded as a warning
-# What each target can be built at here (TensorRT engines are built on the device, not by this exporter).
-BUILDABLE = {"onnx": ("fp32", "int8"), "openvino": ("fp32", "fp16", "int8")}
+N_GOLDEN = 32  # golden inputs: enough for a top-1 agreement that means something for INT8
+# What each target can be built at by this exporter (TensorRT: only where TensorRT and a GPU are).
+BUILDABLE = {"onnx": ("fp32", "int8"), "openvino": ("fp32", "fp16", "int8"), "tensorrt": ("fp32", "fp16", "int8")}
+
+
+def resolve_checkpoint(checkpoint: str | os.PathLike) -> Path:
+    """A checkpoint file, or a run folder (its best.pt)."""
+    path = Path(checkpoint)
+    if path.is_dir():
+        if not (path / "best.pt").is_file():
+            raise ExportError(f"{path} is a folder without best.pt; pass a checkpoint file or a training run folder")
+        return path / "best.pt"
+    return path
 
 
 def export_bundle(
@@ -45,7 +66,13 @@ def export_bundle(
     calib: Any = None,
     val: Any = None,
     max_drop_pp: float = 0.5,
+    max_f1_drop_pp: float = 1.0,
     allow_drop: bool = False,
+    head: str | None = None,
+    head_path: str | os.PathLike | None = None,
+    default_head: bool = False,
+    max_batch: int = 32,
+    simplify: bool = True,
     version: str = "1",
     description: str = "",
     license: str = "",
@@ -53,15 +80,26 @@ def export_bundle(
     evaluation: dict[str, Any] | None = None,
     overwrite: bool = False,
 ) -> Path:
-    """Turn a training checkpoint into a bundle folder at `out` and return its path.
+    """Turn a training checkpoint (or a run folder: its best.pt) into a bundle folder at `out`.
+
+    Runs, in order: torch2onnx (simplified, parity-checked) -> onnx2int8 (ORT QDQ) ->
+    onnx2openvino (fp32, and fp16 weights if asked) -> openvino2int8 (NNCF) -> onnx2tensorrt
+    (engines for this GPU, if 'tensorrt' is a target) -> xgboost2c (if head='xgboost'), then
+    checks every artifact on golden inputs, gates reduced precisions on `val`, and verifies the
+    finished bundle with fer_edge.verify.verify.
 
     calib: calibration crops for INT8 -- a FaceSet, a dataset path (its val split), uint8 crops
       (N, H, W) or an already preprocessed float32 (N, 1, H, W) batch; default: the `val` data.
       Up to CALIB_SIZE crops are drawn from it at random (seed 0).
     val: labelled validation data (a FaceSet or dataset path, its val split). Every artifact is
-      evaluated on it; an INT8 (or FP16) artifact more than `max_drop_pp` percentage points
-      below its FP32 source raises AccuracyDropError unless `allow_drop`. None skips the gate,
-      with a warning recorded in the manifest.
+      evaluated on it; an INT8 (or FP16) artifact more than `max_drop_pp` points of accuracy or
+      `max_f1_drop_pp` points of macro-F1 below its FP32 source raises AccuracyDropError unless
+      `allow_drop`. None skips the gate, with a warning recorded in the manifest.
+    head: 'xgboost' or 'linear': the fitted head in RUN/heads/<kind>/ beside the checkpoint (or in
+      `head_path`); 'linear' with no fitted head takes the checkpoint's own classifier. A head whose
+      feature count or labels differ from the backbone's is refused. It becomes the default head
+      only if it beats in_graph on val accuracy, or if `default_head`.
+    max_batch: the largest batch of the TensorRT optimization profile (1..max_batch).
     commands: e.g. {"train": ..., "export": ...}, recorded in the manifest and the model card.
     evaluation: the caller's figures (e.g. the test split), merged into manifest.evaluation.
 
@@ -70,6 +108,7 @@ def export_bundle(
     """
     from .._version import __version__
     from ..bundle import Bundle, write_manifest
+    from ..verify import identity_digest, verify
 
     out = Path(out)
     targets, precisions = _check_choice(targets, precisions)
@@ -77,7 +116,21 @@ def export_bundle(
         raise ExportError("name must be a non-empty string")
     if out.exists() and not overwrite:
         raise ExportError(f"{out} already exists; remove it, choose another path or pass overwrite=True")
+    if "tensorrt" in targets:
+        from .onnx2tensorrt import tensorrt_or_raise
+
+        tensorrt_or_raise("export --targets tensorrt")  # before any work: fail fast and clearly
+    checkpoint = resolve_checkpoint(checkpoint)
+    gate_config = GateConfig(max_drop_pp, max_f1_drop_pp, allow_drop)
     model, meta = load_checkpoint(checkpoint)
+    head_src = None
+    if head is not None:
+        from .heads import check_head
+
+        head_src = find_head(head, checkpoint, head_path)
+        check_head(head_src, meta, checkpoint)  # a head that does not fit the backbone is refused before any work
+    elif head_path is not None:
+        raise ExportError("head_path needs head= ('xgboost' or 'linear')")
     spec = input_spec(meta)
     notes: list[str] = []
     val_set, val_desc = (None, None) if val is None else _load_faces(val)
@@ -90,44 +143,68 @@ def export_bundle(
     stage = out.parent / f".{out.name}.{secrets.token_hex(4)}.partial"
     stage.mkdir()
     try:
-        metadata = {"name": name, "version": version, "arch": meta["arch"], "labels": list(meta["labels"]),
-                    "feature_dim": str(meta["feature_dim"]), "input": spec.to_dict()}
-        built = _build(model, stage, targets, precisions, spec, metadata, calib_batch)
-        golden = _golden(stage, model, spec, val_set, calib_batch)
         manifest = Manifest(
             name=name, labels=list(meta["labels"]), input=spec,
             model={"arch": meta["arch"], "params": int(meta["params"]), "feature_dim": int(meta["feature_dim"]),
                    "outputs": {o: o for o in OUTPUTS}},
-            artifacts=[Artifact(fmt, prec, FORMATS[fmt].path(prec)) for fmt, prec in built],
-            files={}, version=str(version), created=_now(), description=description, license=license,
-            producer=producer(__version__), golden=golden,
+            artifacts=[], files={}, version=str(version), created=_now(), description=description,
+            license=license, producer=producer(__version__),
         )
+        digest = identity_digest(manifest)
+        metadata = {"name": name, "version": str(version), "arch": meta["arch"], "labels": list(meta["labels"]),
+                    "feature_dim": str(meta["feature_dim"]), "input": spec.to_dict(), "manifest_sha256": digest}
+        built, engines = _build(model, stage, targets, precisions, spec, metadata, calib_batch, max_batch, simplify)
+        manifest.producer["onnx_simplified"] = _simplified(stage)
+        golden = _golden(stage, model, spec, val_set, calib_batch)
+        manifest.artifacts = [Artifact(fmt, prec, path) for fmt, prec, path in built]
+        if engines:
+            manifest.extra[ENGINES_KEY] = engines
+        if head_src is not None:
+            embedding = np.load(stage / golden["files"]["embedding"])
+            head_name, entry = add_head(head_src, stage, model, meta, notes, check_rows=embedding)
+            rel = f"golden/head.{head_name}.npy"
+            np.save(stage / rel, reference_probabilities(stage, entry, embedding), allow_pickle=False)
+            golden.update(heads={head_name: rel}, head_atol={head_name: HEAD_ATOL})
+            manifest.heads = {head_name: entry}
+        manifest.golden = golden
         write_manifest(stage, manifest)
         bundle = Bundle.open(stage)
         golden["measured"] = _check_golden(bundle, stage)
-        figures = _gate(bundle, val_set, max_drop_pp, allow_drop, notes)
+        golden["thresholds"] = _thresholds(golden["measured"], len(np.load(stage / golden["files"]["input"])))
+        if val_set is None:
+            figures = skipped(bundle, gate_config, notes)
+        else:
+            figures = gate(evaluate_artifacts(bundle, val_set), gate_config, notes)
+        if head_src is not None:
+            figures["default_head"] = _choose_head(bundle, manifest, figures, val_set, default_head, notes)
 
         # FP32 sources built only to derive another precision are not shipped.
-        for fmt, prec in built:
+        for fmt, prec, path in built:
             if prec not in precisions:
-                _remove_artifact(stage, FORMATS[fmt], prec)
+                _remove_artifact(stage, path, FORMATS[fmt])
                 figures.get("val", {}).get(f"{fmt}/{prec}", {})["shipped"] = False
                 golden["measured"].pop(f"{fmt}/{prec}", None)
+                golden["thresholds"].pop(f"{fmt}/{prec}", None)
         manifest.artifacts = [a for a in manifest.artifacts if a.precision in precisions]
         manifest.evaluation = _merge(evaluation or {}, figures)
-        manifest.extra = {
+        manifest.extra.update({
             "commands": {**({"train": meta["command"]} if meta.get("command") else {}), **(commands or {})},
             "export": {"targets": list(targets), "precisions": list(precisions), "calibration": calib_info,
-                       "validation": val_desc, "warnings": notes},
+                       "validation": val_desc, "checkpoint": str(checkpoint), "warnings": notes,
+                       "accuracy_gate": {"max_drop_pp": max_drop_pp, "max_f1_drop_pp": max_f1_drop_pp,
+                                         "allow_drop": allow_drop}},
             "training": {**{k: meta[k] for k in ("epoch", "config") if k in meta},
                          **({"val": {k: meta["val"].get(k) for k in ("accuracy", "macro_f1", "n")}}
                             if isinstance(meta.get("val"), dict) else {})},
-        }
+        })
         for note in notes:
             warnings.warn(f"export {name}: {note}", stacklevel=2)
         (stage / "MODEL_CARD.md").write_text(model_card(manifest, meta))
         write_manifest(stage, manifest)
-        Bundle.open(stage)
+        report = verify(Bundle.open(stage))
+        if not report.ok:
+            raise ExportError("the finished bundle fails verification: "
+                              + "; ".join(f"{c.name}: {c.detail}" for c in report.failed))
         _move_into_place(stage, out, overwrite)
     except BaseException:
         shutil.rmtree(stage, ignore_errors=True)
@@ -136,7 +213,58 @@ def export_bundle(
     return out
 
 
+def _simplified(stage: Path) -> str:
+    from .torch2onnx import metadata_of
+
+    path = stage / FORMATS["onnx"].path("fp32")
+    return metadata_of(path).get("simplified", "unknown") if path.is_file() else "n/a"
+
+
+def _thresholds(measured: dict[str, dict[str, float]], n: int) -> dict[str, dict[str, float]]:
+    """Per reduced-precision artifact, what `verify` must see again on the golden inputs: the
+    agreement measured at export less two inputs of slack, the embedding cosine less 0.02 (other
+    CPUs run other INT8 kernels; the accuracy gate on val is what guards accuracy)."""
+    out = {}
+    for key, m in measured.items():
+        if not key.endswith("/fp32"):
+            out[key] = {"min_top1_agreement": round(max(0.0, m["top1_agreement"] - 2 / n), 4),
+                        "min_embedding_cosine": round(max(0.0, m["min_embedding_cosine"] - 0.02), 4)}
+    return out
+
+
+def _choose_head(bundle, manifest: Manifest, figures: dict[str, Any], val_set, force: bool,
+                 notes: list[str]) -> dict[str, Any]:
+    """Val figures of the head (through the exported FP32 backbone); default head if it beats in_graph."""
+    (name, entry), = manifest.heads.items()
+    fp32 = next((a for a in manifest.artifacts if a.precision == "fp32"), None)
+    if val_set is None or fp32 is None:
+        why = "no validation data" if val_set is None else "no FP32 artifact to embed with"
+        if force:
+            manifest.head = {"kind": entry["kind"], "name": name}
+            notes.append(f"{name} head made the default by request, unmeasured ({why})")
+        return {"chosen": manifest.head.get("name", "in_graph"), "reason": f"{why}: head not evaluated"}
+    entry["val"] = head_val_figures(bundle, name, val_set, FORMATS[fp32.format].backend)
+    ref = figures["val"][fp32.key()]
+    better = entry["val"]["accuracy"] > ref["accuracy"]
+    cmp = (f"{name} {entry['val']['accuracy']:.2%} vs in_graph {ref['accuracy']:.2%} val accuracy "
+           f"({fp32.key()} embedding)")
+    if better or force:
+        manifest.head = {"kind": entry["kind"], "name": name}
+        reason = f"{name}, {'it beats in_graph' if better else 'forced by default_head although it does not beat in_graph'}: {cmp}"
+    else:
+        reason = f"in_graph kept, the {name} head does not beat it: {cmp}"
+    if not better and force:
+        notes.append(f"default head {name} forced although it does not beat in_graph ({cmp})")
+    logging.getLogger("fer_edge").info("export %s: default head: %s", manifest.name, reason)
+    return {"chosen": manifest.head.get("name", "in_graph"), "reason": reason,
+            "in_graph": {"accuracy": ref["accuracy"], "macro_f1": ref["macro_f1"], "n": ref["n"]}}
+
+
 def _check_choice(targets: Iterable[str], precisions: Iterable[str]) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """Each target is built at the precisions it supports; every precision must be built by at
+    least one target (so `--targets onnx,openvino --precision fp32,fp16` is fine: FP16 is an
+    OpenVINO artifact). ONNX FP16 is not built: ONNX Runtime's CPU provider runs it slower than
+    FP32 on x86 (tiny, batch 1, 1 thread: 1.73 vs 1.48 ms here), and TensorRT converts FP16 itself."""
     targets = (targets,) if isinstance(targets, str) else targets
     precisions = (precisions,) if isinstance(precisions, str) else precisions
     targets, precisions = tuple(dict.fromkeys(targets)), tuple(dict.fromkeys(precisions))
@@ -144,11 +272,11 @@ def _check_choice(targets: Iterable[str], precisions: Iterable[str]) -> tuple[tu
         raise ExportError("targets and precisions must each name at least one entry")
     for t in targets:
         if t not in BUILDABLE:
-            why = "its artifacts are built on the target device" if t in FORMATS else f"known: {sorted(FORMATS)}"
-            raise ExportError(f"export_bundle cannot build target {t!r} ({why}); it builds {sorted(BUILDABLE)}")
-        for p in precisions:
-            if p not in BUILDABLE[t]:
-                raise ExportError(f"target {t!r} cannot be built at precision {p!r}; it builds {BUILDABLE[t]}")
+            raise ExportError(f"export_bundle cannot build target {t!r}; it builds {sorted(BUILDABLE)}")
+    for p in precisions:
+        if not any(p in BUILDABLE[t] for t in targets):
+            raise ExportError(f"no target among {list(targets)} is built at precision {p!r}: "
+                              + ", ".join(f"{t} builds {BUILDABLE[t]}" for t in targets))
     return targets, precisions
 
 
@@ -165,7 +293,7 @@ def input_spec(meta: dict[str, Any]):
         size = inp.get("size", (48, 48))
         size = (int(size), int(size)) if isinstance(size, (int, float)) else tuple(int(s) for s in size)
         return InputSpec(size=size, scale=float(inp.get("scale", 1 / 255)), mean=floats(inp.get("mean", 0.0)),
-                         std=floats(inp.get("std", 1.0)), input_name=INPUT)
+                         std=floats(inp.get("std", 1.0)), median=int(inp.get("median", 0) or 0), input_name=INPUT)
     except Exception as e:
         raise ExportError(f"checkpoint input entry {inp!r} is not a valid input spec: {e}") from e
 
@@ -211,32 +339,42 @@ def _calibration(calib: Any, val_set, val_desc, spec, notes: list[str]) -> tuple
     return batch, {"source": desc, "n": int(len(batch)), "selection": "random, seed 0"}
 
 
-def _build(model, stage: Path, targets, precisions, spec, metadata, calib) -> list[tuple[str, str]]:
-    """Run the converters; returns (format, precision) of every artifact built, shipped or not."""
-    path = lambda fmt, prec: stage / FORMATS[fmt].path(prec)  # noqa: E731
-    built = [("onnx", "fp32")]
-    torch2onnx(model, path("onnx", "fp32"), size=spec.size, metadata=metadata)
+def _build(model, stage: Path, targets, precisions, spec, metadata, calib, max_batch: int,
+           simplify: bool) -> tuple[list[tuple[str, str, str]], dict[str, Any]]:
+    """Run the converters; returns ((format, precision, path) of every artifact built, shipped or
+    not; TensorRT engine build records by path)."""
+    built = []
+
+    def path(fmt: str, prec: str) -> Path:
+        built.append((fmt, prec, FORMATS[fmt].path(prec)))
+        return stage / built[-1][2]
+
+    torch2onnx(model, path("onnx", "fp32"), size=spec.size, metadata=metadata, simplify=simplify)
+    fp32_onnx = stage / FORMATS["onnx"].path("fp32")
     if "onnx" in targets and "int8" in precisions:
-        onnx2int8(path("onnx", "fp32"), path("onnx", "int8"), calib)
-        built.append(("onnx", "int8"))
+        onnx2int8(fp32_onnx, path("onnx", "int8"), calib)
     if "openvino" in targets:
-        onnx2openvino(path("onnx", "fp32"), path("openvino", "fp32"))
-        built.append(("openvino", "fp32"))
+        onnx2openvino(fp32_onnx, path("openvino", "fp32"))
         if "fp16" in precisions:
-            onnx2openvino(path("onnx", "fp32"), path("openvino", "fp16"), fp16=True)
-            built.append(("openvino", "fp16"))
+            onnx2openvino(fp32_onnx, path("openvino", "fp16"), fp16=True)
         if "int8" in precisions:
-            openvino2int8(path("openvino", "fp32"), path("openvino", "int8"), calib)
-            built.append(("openvino", "int8"))
-    if "onnx" not in targets:
-        built.remove(("onnx", "fp32"))
-        _remove_artifact(stage, FORMATS["onnx"], "fp32")
-    return built
+            openvino2int8(stage / FORMATS["openvino"].path("fp32"), path("openvino", "int8"), calib)
+    engines: dict[str, Any] = {}
+    if "tensorrt" in targets:
+        if "int8" in precisions:  # TensorRT takes only symmetric QDQ; shipped so build-engine can rebuild it
+            onnx2int8(fp32_onnx, stage / INT8_SOURCE, calib, symmetric=True)
+        engines = build_engines(stage, precisions, max_batch=max_batch)
+        built += [("tensorrt", r["precision"], rel) for rel, r in engines.items()]
+    if "onnx" not in targets and "tensorrt" not in targets:  # the engines' source stays when there are any
+        built.remove(("onnx", "fp32", FORMATS["onnx"].path("fp32")))
+        _remove_artifact(stage, FORMATS["onnx"].path("fp32"), FORMATS["onnx"])
+    return built, engines
 
 
-def _remove_artifact(stage: Path, fmt, precision: str) -> None:
-    main = stage / fmt.path(precision)
-    for p in [main, *(main.with_suffix(s) for s in fmt.companions)]:
+def _remove_artifact(stage: Path, rel: str, fmt) -> None:
+    main = stage / rel
+    stem = main.name[: -len(fmt.suffix)]
+    for p in [main, *(main.with_name(stem + s) for s in fmt.companions if s.startswith("."))]:
         p.unlink(missing_ok=True)
     for d in (main.parent, main.parent.parent):  # drop emptied backbone/<fmt>/ and backbone/
         if d.is_dir() and not any(d.iterdir()):
@@ -249,11 +387,11 @@ def _golden(stage: Path, model, spec, val_set, calib) -> dict[str, Any]:
 
     rng = np.random.default_rng(0)
     if val_set is not None:
-        crops = val_set.images[np.sort(rng.permutation(len(val_set))[: 8])]
+        crops = val_set.images[np.sort(rng.permutation(len(val_set))[:N_GOLDEN])]
         return write_golden(stage, model, preprocess(crops, spec), crops=crops)
     if calib is not None:
-        return write_golden(stage, model, calib[:8])
-    return write_golden(stage, model, rng.standard_normal((8, 1, *spec.size)).astype(np.float32))
+        return write_golden(stage, model, calib[:N_GOLDEN])
+    return write_golden(stage, model, rng.standard_normal((N_GOLDEN, 1, *spec.size)).astype(np.float32))
 
 
 def _check_golden(bundle, stage: Path) -> dict[str, dict[str, float]]:
@@ -274,47 +412,6 @@ def _check_golden(bundle, stage: Path) -> dict[str, dict[str, float]]:
                 raise ExportError(f"{art.key()} differs from torch by {m['max_abs_diff']:.3g} on the golden "
                                   f"inputs (tolerance atol {tol['atol']:g} + rtol {tol['rtol']:g} x {ref:.3g})")
     return measured
-
-
-def _gate(bundle, val_set, max_drop_pp: float, allow_drop: bool, notes: list[str]) -> dict[str, Any]:
-    from ..evaluate import agreement, evaluate
-    from ..recognizer import Recognizer
-
-    gate: dict[str, Any] = {"max_drop_pp": max_drop_pp, "drops_pp": {}}
-    if val_set is None:
-        reduced = sorted({a.precision for a in bundle.manifest.artifacts} - {"fp32"})
-        notes.append("no validation data given: no accuracy figures"
-                     + (f"; accuracy gate SKIPPED, {'/'.join(reduced).upper()} accuracy unverified" if reduced else ""))
-        return {"accuracy_gate": {**gate, "status": "skipped"}}
-    reports = {}
-    for art in bundle.manifest.artifacts:
-        rec = Recognizer(bundle=bundle, backend=FORMATS[art.format].backend, precision=art.precision)
-        reports[art.key()] = evaluate(rec, val_set, "val")
-    figures: dict[str, Any] = {
-        "val": {k: {"accuracy": r["accuracy"], "macro_f1": r["macro_f1"], "n": r["n"]} for k, r in reports.items()},
-        "int8_agreement_val": {},
-    }
-    failures = []
-    for art in bundle.manifest.artifacts:
-        ref = reports.get(f"{art.format}/fp32")
-        if art.precision == "fp32" or ref is None:
-            continue
-        got = reports[art.key()]
-        if art.precision == "int8":
-            figures["int8_agreement_val"][art.format] = agreement(ref, got)
-        drop = (ref["accuracy"] - got["accuracy"]) * 100
-        gate["drops_pp"][art.key()] = round(drop, 3)
-        if drop > max_drop_pp:
-            failures.append(f"{art.key()} val accuracy {got['accuracy']:.2%} is {drop:.2f} pp below "
-                            f"{art.format}/fp32 {ref['accuracy']:.2%} (allowed: {max_drop_pp} pp)")
-    if failures and not allow_drop:
-        raise AccuracyDropError("; ".join(failures) + ". Improve calibration, or pass allow_drop=True to ship it")
-    if failures:
-        notes.extend(f"ACCEPTED ACCURACY DROP (allow_drop): {f}" for f in failures)
-    gate["status"] = "accepted_drop" if failures else "passed"
-    gate["failures"] = failures
-    figures["accuracy_gate"] = gate
-    return figures
 
 
 def _merge(theirs: dict[str, Any], ours: dict[str, Any]) -> dict[str, Any]:
@@ -347,7 +444,8 @@ def producer(fer_edge_version: str) -> dict[str, Any]:
     from importlib import metadata
 
     versions: dict[str, Any] = {"fer_edge": fer_edge_version, "python": platform.python_version()}
-    for dist in ("torch", "onnx", "onnxruntime", "openvino", "nncf", "numpy"):
+    for dist in ("torch", "onnx", "onnxruntime", "onnxsim", "openvino", "nncf", "numpy", "xgboost-cpu", "treelite",
+                 "tl2cgen"):
         try:
             versions[dist] = metadata.version(dist)
         except metadata.PackageNotFoundError:
@@ -359,80 +457,3 @@ def _now() -> str:
     from datetime import datetime, timezone
 
     return datetime.now(timezone.utc).replace(microsecond=0).isoformat()
-
-
-def model_card(m: Manifest, meta: dict[str, Any]) -> str:
-    """A short MODEL_CARD.md: what the model is, its data, figures, how it was made, its limits."""
-    export = m.extra.get("export", {})
-    cfg = meta.get("config") or {}
-    lines = [f"# {m.name} (version {m.version})", ""]
-    if m.description:
-        lines += [m.description, ""]
-    lines += [
-        "## Model",
-        f"- Architecture `{m.model['arch']}`, {m.model['params']:,} parameters, "
-        f"embedding of {m.model['feature_dim']} values.",
-        f"- Input: {m.input.size[0]}x{m.input.size[1]} grayscale face crop, scaled by {m.input.scale:.6g}, "
-        f"mean {list(m.input.mean)}, std {list(m.input.std)}.",
-        f"- Classes ({len(m.labels)}): {', '.join(m.labels)}.",
-        f"- Artifacts: {', '.join(a.key() for a in m.artifacts)}.",
-        "",
-        "## Data",
-        f"- Training data: {cfg.get('data', 'not recorded in the checkpoint')}"
-        + (f" (checkpoint of epoch {meta['epoch']})." if "epoch" in meta else "."),
-        f"- Validation (accuracy gate): {export.get('validation') or 'none given'}.",
-        f"- INT8 calibration: {(export.get('calibration') or {}).get('source', 'not needed')}"
-        + (f", {export['calibration']['n']} crops." if export.get("calibration") else "."),
-        "",
-        "## Figures",
-    ]
-    trained_val = (m.extra.get("training") or {}).get("val")
-    if trained_val and trained_val.get("accuracy") is not None:
-        lines += [f"Training run's val accuracy (torch, at that epoch): {trained_val['accuracy']:.2%}.", ""]
-    val = m.evaluation.get("val") or {}
-    if val:
-        lines += ["| artifact | val accuracy | val macro-F1 | n |", "|---|---|---|---|"]
-        lines += [f"| {k}{'' if v.get('shipped', True) else ' (not shipped)'} | {v['accuracy']:.2%} | "
-                  f"{v['macro_f1']:.3f} | {v['n']} |" for k, v in val.items()]
-        agree = m.evaluation.get("int8_agreement_val") or {}
-        if agree:
-            lines.append("")
-            lines.append("INT8 top-1 agreement with FP32 on val: "
-                         + ", ".join(f"{k} {v:.2%}" for k, v in agree.items()) + ".")
-    else:
-        lines.append("No validation figures.")
-    other = {k: v for k, v in m.evaluation.items() if k not in ("val", "int8_agreement_val", "accuracy_gate")}
-    for key, rec in sorted(other.items()):
-        if isinstance(rec, dict) and isinstance(rec.get("runs"), dict):
-            lines += ["", f"### {key}", "", f"Measured by `{rec.get('command', '?')}` on {rec.get('date', '?')}.", "",
-                      "| artifact | accuracy | macro-F1 | n | per-class recall |", "|---|---|---|---|---|"]
-            for k, v in rec["runs"].items():
-                recall = ", ".join(f"{c} {r:.0%}" for c, r in v.get("per_class_recall", {}).items())
-                lines.append(f"| {k} | {v['accuracy']:.2%} | {v['macro_f1']:.2%} | {v['n']} | {recall} |")
-            if rec.get("agreement"):
-                lines += ["", "Top-1 agreement: " + ", ".join(f"{k} {v:.2%}" for k, v in rec["agreement"].items()) + "."]
-            other = {k: v for k, v in other.items() if k != key}
-    if other:
-        lines += ["", "Other figures supplied at export: " + ", ".join(sorted(other)) + " (see manifest.json)."]
-    gate = m.evaluation.get("accuracy_gate", {})
-    lines += ["", f"Accuracy gate (INT8 at most {gate.get('max_drop_pp')} pp below FP32): "
-                  f"**{gate.get('status', 'n/a')}**."]
-    for note in export.get("warnings", []):
-        lines.append(f"- **WARNING:** {note}")
-    commands = m.extra.get("commands") or {}
-    if commands:
-        lines += ["", "## How it was made", ""]
-        lines += [f"- {k}: `{v}`" for k, v in commands.items()]
-    lines += [
-        "",
-        "## Limits",
-        "- Recognises posed/acted expression categories on frontal, cropped faces like its training data; "
-        "it does not read emotions, and accuracy drops on profile views, occlusion, low light and "
-        "demographics under-represented in the data.",
-        "- Not for decisions about people (hiring, policing, health, education).",
-        "- INT8 figures hold for crops resembling the calibration data.",
-        "",
-        f"License: {m.license or 'not specified'}.",
-        "",
-    ]
-    return "\n".join(lines)

@@ -12,13 +12,13 @@ import numpy as np
 from ..errors import BundleError
 
 GOLDEN_DIR = "golden"
-N_GOLDEN = 8
 # Per precision, how far an artifact may be from the torch FP32 outputs on the golden inputs.
-# INT8 is judged by direction (embedding cosine) and top-1, not by value.
+# INT8 is judged by direction (embedding cosine) and top-1, not by value; the export also records
+# per-artifact thresholds from what it measured (manifest golden.thresholds), which take precedence.
 TOLERANCE = {
     "fp32": {"atol": 1e-4, "rtol": 1e-4},
     "fp16": {"atol": 1e-2, "rtol": 1e-2},
-    "int8": {"min_embedding_cosine": 0.9},
+    "int8": {"min_embedding_cosine": 0.9, "min_top1_agreement": 0.75},
 }
 
 

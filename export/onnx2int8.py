@@ -25,12 +25,16 @@ def check_calib(calib: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(calib, dtype=np.float32)
 
 
-def onnx2int8(src: str | os.PathLike, dst: str | os.PathLike, calib: np.ndarray) -> Path:
+def onnx2int8(src: str | os.PathLike, dst: str | os.PathLike, calib: np.ndarray, *,
+              symmetric: bool = False) -> Path:
     """Quantize `src` with the preprocessed batch `calib` (float32 (N, 1, H, W)) into `dst`.
 
     QDQ format, per-channel QInt8 weights, QUInt8 activations, reduce_range=True: on x86 CPUs
     without VNNI (AVX2 only) ORT's U8S8 kernels saturate and top-1 agreement with FP32 fell to
     ~60 % on the mobile net; 7-bit weights brought it back to ~98 % (platform-facts, section 5).
+    `symmetric=True` makes the flavour TensorRT takes instead (signed INT8 activations and weights,
+    zero points 0: TensorRT's explicit quantization accepts nothing else); it is the source of
+    TensorRT INT8 engines, not meant for ONNX Runtime on x86.
     The source's metadata_props are carried over.
     """
     import onnx
@@ -56,13 +60,16 @@ def onnx2int8(src: str | os.PathLike, dst: str | os.PathLike, calib: np.ndarray)
             pre = Path(work) / "pre.onnx"
             # Shape inference and graph fusion first, as ORT recommends for static quantization.
             quant_pre_process(str(src), str(pre))
+            flavour = (dict(reduce_range=False, activation_type=QuantType.QInt8,
+                            extra_options={"ActivationSymmetric": True, "WeightSymmetric": True})
+                       if symmetric else dict(reduce_range=True, activation_type=QuantType.QUInt8))
             quantize_static(str(pre), str(dst), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
-                            reduce_range=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                            calibration_providers=["CPUExecutionProvider"])
+                            weight_type=QuantType.QInt8, calibration_providers=["CPUExecutionProvider"], **flavour)
         proto = onnx.load(str(dst))
+        how = ("symmetric S8 activations / S8 weights (TensorRT)" if symmetric
+               else "U8 activations / S8 weights, reduce_range")
         stamp(proto, {**metadata_of(src), "precision": "int8",
-                      "quantization": "onnxruntime static QDQ, per-channel, U8 activations / S8 weights, "
-                                      f"reduce_range, {len(calib)} calibration inputs"})
+                      "quantization": f"onnxruntime static QDQ, per-channel, {how}, {len(calib)} calibration inputs"})
         onnx.save(proto, str(dst))
     except ExportError:
         raise

@@ -17,14 +17,19 @@ INPUT = "input"
 OUTPUTS = ("logits", "embedding")
 OPSET = 17
 PARITY_ATOL = 1e-4
+PREFIX = "fer_edge."  # metadata_props keys we write
 
 
 def torch2onnx(model: Any, dst: str | os.PathLike, *, size: tuple[int, int] = (48, 48),
-               metadata: dict[str, Any] | None = None, atol: float = PARITY_ATOL) -> Path:
+               metadata: dict[str, Any] | None = None, atol: float = PARITY_ATOL, simplify: bool = True) -> Path:
     """Export `model` (a FerNet) to `dst`: input "input" (N, 1, H, W) float32 with a dynamic batch,
-    outputs "logits" and "embedding", weights inside the file, `metadata` in metadata_props.
+    outputs "logits" and "embedding", weights inside the file, `metadata` in metadata_props under
+    `fer_edge.<key>` (see `stamp`).
 
-    The file is checked against torch on a few inputs (batch 1 and 3) and refused beyond `atol`.
+    With `simplify`, the graph goes through onnxsim when it is installed (constant folding and
+    dead-node removal: an optimisation, so its absence is recorded in `fer_edge.simplified`, not
+    fatal). The final file is checked against torch on a few inputs (batch 1 and 3) and refused
+    beyond `atol`.
     """
     import onnx
     import torch
@@ -47,7 +52,8 @@ def torch2onnx(model: Any, dst: str | os.PathLike, *, size: tuple[int, int] = (4
                               dynamic_axes={n: {0: "batch"} for n in (INPUT, *OUTPUTS)},
                               do_constant_folding=True)
         proto = onnx.load(str(dst))
-        stamp(proto, {"fer_edge": __version__, "precision": "fp32",
+        proto, simplified = simplify_graph(proto) if simplify else (proto, "no (not asked)")
+        stamp(proto, {"sdk_version": __version__, "precision": "fp32", "simplified": simplified,
                       "exporter": f"torch {torch.__version__} (legacy, opset {OPSET})", **(metadata or {})})
         onnx.checker.check_model(proto)
         onnx.save(proto, str(dst))
@@ -61,9 +67,27 @@ def torch2onnx(model: Any, dst: str | os.PathLike, *, size: tuple[int, int] = (4
     return dst
 
 
+def simplify_graph(proto: Any) -> tuple[Any, str]:
+    """(graph, what was done). onnxsim with a dynamic batch; any failure keeps the original graph."""
+    try:
+        import onnxsim
+    except ImportError:
+        return proto, "no (onnxsim not installed: pip install onnxsim)"
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            simplified, ok = onnxsim.simplify(proto)
+    except Exception as e:  # onnxsim raises plain RuntimeErrors from its C++ core
+        return proto, f"no (onnxsim {onnxsim.__version__} failed: {type(e).__name__}: {str(e)[:200]})"
+    if not ok:
+        return proto, f"no (onnxsim {onnxsim.__version__} could not validate its result)"
+    return simplified, f"onnxsim {onnxsim.__version__}"
+
+
 def stamp(proto: Any, metadata: dict[str, Any]) -> None:
-    """Set metadata_props (string values; others are JSON-encoded), replacing keys already there."""
-    values = {k: v if isinstance(v, str) else json.dumps(v) for k, v in metadata.items()}
+    """Set metadata_props `fer_edge.<key>` (string values; others are JSON-encoded), replacing keys
+    already there. The prefix keeps ours apart from other tools' keys in the same file."""
+    values = {_key(k): v if isinstance(v, str) else json.dumps(v) for k, v in metadata.items()}
     keep = [p for p in proto.metadata_props if p.key not in values]
     del proto.metadata_props[:]
     proto.metadata_props.extend(keep)
@@ -72,10 +96,16 @@ def stamp(proto: Any, metadata: dict[str, Any]) -> None:
         entry.key, entry.value = k, v
 
 
+def _key(k: str) -> str:
+    return k if k.startswith(PREFIX) else PREFIX + k
+
+
 def metadata_of(path: str | os.PathLike) -> dict[str, str]:
+    """Our metadata_props of an ONNX file, keys without the `fer_edge.` prefix."""
     import onnx
 
-    return {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
+    props = onnx.load(str(path), load_external_data=False).metadata_props
+    return {p.key[len(PREFIX):]: p.value for p in props if p.key.startswith(PREFIX)}
 
 
 def ort_session(path: str | os.PathLike):

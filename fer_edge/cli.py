@@ -18,7 +18,9 @@ EXIT_CODES = {BundleError: 3, RuntimeUnavailableError: 4}
 def _recognizer(args: argparse.Namespace):
     from .recognizer import Recognizer
 
-    return Recognizer(args.model, args.backend, precision=args.precision, threads=args.threads)
+    return Recognizer(args.model, args.backend, precision=args.precision, threads=args.threads,
+                      head=getattr(args, "head", "auto"), device=getattr(args, "device", None),
+                      strict=getattr(args, "strict", False), refresh=getattr(args, "refresh", False))
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
@@ -30,10 +32,16 @@ def _cmd_info(args: argparse.Namespace) -> int:
         return 0
     print(f"fer_edge {data['fer_edge']} (python {data['python']}, numpy {data['numpy']})")
     print(f"cpu: {data['cpu']}")
+    cuda = data["cuda"]
+    print("cuda: " + (", ".join(f"cuda:{d['index']} {d['name']} ({d['sm']})" for d in cuda["devices"])
+                      or f"no device ({cuda['reason']})"))
     print("backends:")
     for name, b in data["backends"].items():
         print(f"  {name:12s} {'usable' if b['usable'] else 'not usable':10s} {b['reason']}"
               + ("" if b["usable"] else f"  (pip install 'fer-edge[{b['extra']}]')"))
+        for key in ("providers", "device_names"):
+            if b.get(key):
+                print(f"  {'':12s} {key}: {b[key]}")
     print(f"auto order: {', '.join(data['auto_order'])} ({data['auto_reason']})")
     print(f"default model: {data['default_model']}; packaged models: {', '.join(data['packaged_models']) or 'none'}")
     for name, m in data["models"].items():
@@ -61,13 +69,29 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from .evaluate import evaluate_matrix
 
-    result = evaluate_matrix(args.model, args.data, args.split, backends=args.backend, precisions=args.precision,
-                             threads=args.threads, limit_per_class=args.limit_per_class)
+    from .errors import InputError
+
+    if args.checkpoint:
+        from .report import evaluate_checkpoint, public
+
+        if args.model or args.record:
+            raise InputError("--checkpoint evaluates a torch checkpoint; it cannot be combined with --model or --record")
+        result = public(evaluate_checkpoint(args.checkpoint, args.data, args.split, tta=args.tta,
+                                            threads=args.threads, limit_per_class=args.limit_per_class,
+                                            plots=args.plots))
+    elif args.tta != "none" or args.plots:
+        raise InputError("--tta and --plots need --checkpoint (a bundle is evaluated without TTA and plots)")
+    else:
+        result = evaluate_matrix(args.model, args.data, args.split, backends=args.backend, precisions=args.precision,
+                                 threads=args.threads, limit_per_class=args.limit_per_class)
     for key, r in result["runs"].items():
         print(f"== {result['model']} on {args.data} [{args.split}] with {key}: {r['n']} images, {r['seconds']:.1f} s")
         print(f"accuracy {r['accuracy'] * 100:.2f} %   macro precision {r['macro_precision'] * 100:.2f} %   "
               f"macro recall {r['macro_recall'] * 100:.2f} %   macro F1 {r['macro_f1'] * 100:.2f} %")
         print("per-class recall: " + "  ".join(f"{c} {v['recall'] * 100:.1f}" for c, v in r["per_class"].items()))
+        if r.get("macro_auc") is not None:
+            print(f"one-vs-rest AUC: macro {r['macro_auc']:.4f}   " + "  ".join(
+                f"{c} {a:.3f}" for c, a in r["auc"].items() if a is not None))
         labels = r["labels"]
         print("confusion matrix (rows true, columns predicted):")
         print("          " + " ".join(f"{c[:8]:>8s}" for c in labels))
@@ -75,6 +99,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
             print(f"{c[:8]:>8s}  " + " ".join(f"{v:8d}" for v in row))
     for key, value in result["agreement"].items():
         print(f"top-1 agreement {key}: {value * 100:.2f} %")
+    for path in result.get("plots", []):
+        print(f"wrote {path}")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(result, f, indent=2)
@@ -85,6 +111,44 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         key = record_evaluation(args.model, result, command=_command_line(args))
         print(f"recorded as evaluation[{key!r}] in {args.model}/manifest.json and MODEL_CARD.md")
     return 0
+
+
+def _cmd_fit_head(args: argparse.Namespace) -> int:
+    from .train.heads import fit_head
+
+    meta = fit_head(args.checkpoint, args.kind, args.data, out=args.out, search=args.search, params=args.params,
+                    limit_per_class=args.limit_per_class, test=args.test, n_jobs=args.n_jobs, seed=args.seed,
+                    threads=args.threads, command=_command_line(args), log=_stderr)
+    for split in ("val", "test"):
+        if split in meta:
+            r = meta[split]
+            print(f"{meta['kind']} head [{split}]: accuracy {r['accuracy'] * 100:.2f} %   macro F1 "
+                  f"{r['macro_f1'] * 100:.2f} %   macro AUC {r['macro_auc']:.4f}   ({r['n']} images)")
+    print(f"params: {json.dumps(meta['params'])}")
+    return 0
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from .report import make_report
+
+    result = make_report(args.run, args.data, args.split, tta=args.tta, out=args.out,
+                         limit_per_class=args.limit_per_class, threads=args.threads, command=_command_line(args))
+    for key, r in result["runs"].items():
+        print(f"{key:24s} accuracy {r['accuracy'] * 100:.2f} %   macro F1 {r['macro_f1'] * 100:.2f} %   "
+              f"macro AUC {r['macro_auc']:.4f}")
+    for name, h in result["heads"].items():
+        figures = h.get(args.split) or (h.get("recorded") or {}).get("test")
+        shown = (f"accuracy {figures['accuracy'] * 100:.2f} %   macro F1 {figures['macro_f1'] * 100:.2f} %"
+                 if figures else "no figures on this split (research-only head, fitted without --test)")
+        print(f"{'head ' + name:24s} {shown}   (val accuracy {(h.get('val') or {}).get('accuracy', float('nan')) * 100:.2f} %)")
+    if result["best_head"]:
+        print(f"best head by val accuracy: {result['best_head']['name']} ({result['best_head']['val_accuracy'] * 100:.2f} %)")
+    print(f"wrote {result['report_json']} and {len(result.get('plots', []))} plots")
+    return 0
+
+
+def _stderr(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
@@ -101,14 +165,56 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_build_head(args: argparse.Namespace) -> int:
+    from .runtimes.heads import build_head
+
+    path = build_head(args.bundle, args.head, jobs=args.jobs)
+    print(f"built head {args.head!r} of {args.bundle} for this machine: {path} (cached; load_head finds it)")
+    return 0
+
+
 def _cmd_export(args: argparse.Namespace) -> int:
     from .export import export_bundle
 
     out = export_bundle(args.checkpoint, args.out, name=args.name or os.path.basename(os.path.normpath(args.out)),
                         targets=tuple(args.targets.split(",")), precisions=tuple(args.precision.split(",")),
-                        calib=args.calib, val=args.val, max_drop_pp=args.max_drop, allow_drop=args.allow_drop,
-                        description=args.description or "", commands=_export_commands(args))
-    print(f"wrote bundle {out}")
+                        calib=args.calib, val=args.val, max_drop_pp=args.max_drop, max_f1_drop_pp=args.max_f1_drop,
+                        allow_drop=args.allow_drop, head=args.head, head_path=args.head_path,
+                        default_head=args.default_head, max_batch=args.max_batch,
+                        description=args.description or "", commands=_export_commands(args), overwrite=args.overwrite)
+    from .bundle import Bundle
+
+    m = Bundle.open(out).manifest
+    print(f"wrote bundle {out}: " + ", ".join(a.key() for a in m.artifacts)
+          + (f"; heads: {', '.join(m.heads)}" if m.heads else ""))
+    for key, v in (m.evaluation.get("val") or {}).items():
+        print(f"  val {key}: accuracy {v['accuracy']:.2%}, macro-F1 {v['macro_f1']:.3f}")
+    gate = m.evaluation.get("accuracy_gate") or {}
+    print(f"  accuracy gate: {gate.get('status')}")
+    if m.evaluation.get("default_head"):
+        print(f"  default head: {m.evaluation['default_head']['reason']}")
+    for note in m.extra.get("export", {}).get("warnings", []):
+        print(f"  WARNING: {note}")
+    return 0
+
+
+def _cmd_verify(args: argparse.Namespace) -> int:
+    from .verify import verify
+
+    report = verify(args.bundle)
+    if args.json:
+        print(json.dumps(report.to_dict(), indent=2))
+    else:
+        print("\n".join(report.lines()))
+    return 0 if report.ok else 5
+
+
+def _cmd_build_engine(args: argparse.Namespace) -> int:
+    from .export import build_engine
+
+    for path in build_engine(args.bundle, precisions=tuple(args.precision.split(",")), max_batch=args.max_batch,
+                             device=args.device):
+        print(f"built {path}")
     return 0
 
 
@@ -120,15 +226,79 @@ def _export_commands(args: argparse.Namespace) -> dict[str, str]:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from .train.config import TrainConfig, load_recipe
+    from .train.config import TrainConfig, list_recipes, load_recipe, parse_overrides, recipe_description
+    from .train.distributed import detect
     from .train.loop import train
 
+    if args.list_recipes:
+        for name in list_recipes():
+            print(f"{name:28s} {recipe_description(name)}")
+        return 0
     cfg = load_recipe(args.recipe) if args.recipe else TrainConfig()
-    cfg = cfg.override(arch=args.arch, data=args.data, out=args.out, epochs=args.epochs,
-                       batch_size=args.batch_size, lr=args.lr, device=args.device, threads=args.threads,
-                       limit_per_class=args.limit_per_class, seed=args.seed)
+    flags = dict(arch=args.arch, data=args.data, out=args.out, epochs=args.epochs, batch_size=args.batch_size,
+                 lr=args.lr, device=args.device, threads=args.threads, limit_per_class=args.limit_per_class,
+                 seed=args.seed, loss=args.loss, pretrained=args.pretrained, regime=args.regime,
+                 distill_teacher=args.teacher, tta=args.tta, amp=args.amp, compile=args.compile,
+                 time_budget_min=args.time_budget)
+    # One override, so options that only make sense together (regime + transfer_epochs) can come
+    # from --set and flags at once.
+    cfg = cfg.override(**parse_overrides(args.set or []), **{k: v for k, v in flags.items() if v is not None})
     best = train(cfg, resume=args.resume, command=_command_line(args))
-    print(json.dumps(best))
+    if detect().is_main:
+        print(json.dumps(best))
+    return 0
+
+
+def _cmd_video(args: argparse.Namespace) -> int:
+    from .video import VideoConfig, run_video
+
+    cfg = VideoConfig(detector=args.detector, margin=args.margin, align=not args.no_align, smoothing=args.smooth,
+                      max_frames=args.max_frames)
+
+    def on_frame(record: dict) -> None:
+        if args.json:
+            print(json.dumps(record), flush=True)
+        elif record["faces"]:
+            print(f"{record['source']}: " + "  ".join(
+                f"#{f['track']} {f['smoothed']['label']} {f['smoothed']['score']:.2f}" for f in record["faces"]))
+
+    summary = run_video(args.input, _recognizer(args), config=cfg, out=args.out, on_frame=on_frame)
+    if args.json:
+        print(json.dumps({"summary": summary}))
+    print(f"{summary['frames']} frames, {summary['faces']} faces, {summary['tracks']} tracks; {summary['fps']} fps "
+          f"(detect {summary['ms_per_frame']['detect']:.1f} ms + recognise {summary['ms_per_frame']['recognize']:.1f} "
+          f"ms per frame; {summary['detector']['detector']}, {summary['backend']} {summary['precision']})"
+          + (f"; wrote {args.out}" if args.out else ""), file=sys.stderr if args.json else sys.stdout)
+    return 0
+
+
+def _cmd_profile(args: argparse.Namespace) -> int:
+    from .profile import ProfileConfig, format_table, plot, profile
+
+    def names(value: str):
+        return value if value in ("auto", "all") else tuple(value.split(","))
+
+    def ints(value: str, flag: str) -> tuple[int, ...]:
+        try:
+            return tuple(int(v) for v in value.split(","))
+        except ValueError:
+            raise InputError(f"{flag} takes a comma list of integers, got {value!r}") from None
+
+    from .errors import InputError
+
+    cfg = ProfileConfig(backends=names(args.backends), precisions=names(args.precision), heads=names(args.heads),
+                        batches=ints(args.batch, "--batch"), threads=ints(args.threads, "--threads"), runs=args.runs,
+                        warmup=args.warmup, detection=not args.no_detection)
+    result = profile(args.bundle, cfg, progress=lambda r: _stderr(
+        f"profiled {r['stage']} {r['backend']} {r['precision'] or ''} batch {r['batch']} threads {r['threads']}"))
+    result["command"] = _command_line(args)
+    print(format_table(result))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(result, f, indent=2)
+        print(f"wrote {args.json}")
+    if args.plot:
+        print(f"wrote {plot(result, args.plot)}")
     return 0
 
 
@@ -138,7 +308,8 @@ def _add_model_args(p: argparse.ArgumentParser, *, multi: bool = False) -> None:
         p.add_argument("--backend", default="auto", help="auto, a backend name, a comma list, or 'all'")
         p.add_argument("--precision", default="auto", help="auto, fp32, int8, a comma list, or 'all'")
     else:
-        p.add_argument("--backend", default="auto", help="auto (default) or a backend name: onnxruntime, openvino")
+        p.add_argument("--backend", default="auto",
+                       help="auto (default), fastest (timed here, cached), or a name: onnxruntime, openvino, tensorrt")
         p.add_argument("--precision", default="auto", help="auto (INT8 where shipped), fp32 or int8")
     p.add_argument("--threads", type=int, help="fix the backend's thread count")
 
@@ -156,6 +327,10 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("images", nargs="+", metavar="IMAGE")
     _add_model_args(pr)
     pr.add_argument("--json", action="store_true", help="print JSON with all probabilities")
+    pr.add_argument("--head", default="auto", help="auto (the bundle's default), in_graph, or a head it ships")
+    pr.add_argument("--device", help="backend device: cpu/cuda[:N] (onnxruntime), CPU/GPU/NPU/AUTO (openvino)")
+    pr.add_argument("--strict", action="store_true", help="auto/fastest: fail instead of trying the next backend")
+    pr.add_argument("--refresh", action="store_true", help="--backend fastest: re-time instead of using the cache")
     pr.set_defaults(func=_cmd_predict)
 
     ev = sub.add_parser("evaluate", help="accuracy, macro P/R/F1, per-class recall and confusion matrix of a bundle")
@@ -166,39 +341,133 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--json", metavar="FILE", help="also write the full report as JSON")
     ev.add_argument("--record", action="store_true",
                     help="store the figures in the bundle's manifest and model card (a bundle folder)")
+    ev.add_argument("--checkpoint", help="evaluate a torch checkpoint (e.g. runs/x/best.pt) instead of a bundle")
+    ev.add_argument("--tta", default="none", choices=["none", "flip", "ten_crop"],
+                    help="with --checkpoint: also evaluate with test-time augmentation")
+    ev.add_argument("--plots", metavar="DIR", help="with --checkpoint: write confusion, ROC and distance PNGs here")
     ev.set_defaults(func=_cmd_evaluate)
+
+    fh = sub.add_parser("fit-head", help="fit an xgboost/linear/mlp/svm/random_forest head on a checkpoint's embeddings")
+    fh.add_argument("checkpoint", help="a checkpoint written by fer-edge train (e.g. runs/x/best.pt)")
+    fh.add_argument("--kind", required=True, help="xgboost, linear, mlp, svm or random_forest")
+    fh.add_argument("--data", required=True, help="dataset root with train/ and val/ (test/ for --test)")
+    fh.add_argument("--search", type=int, default=0, help="random-search fits selected on val accuracy (0: one fit)")
+    fh.add_argument("--params", help='JSON object of head parameters, pinned during the search, e.g. \'{"max_depth": 6}\'')
+    fh.add_argument("--out", help="head folder (default: RUN/heads/KIND beside the checkpoint)")
+    fh.add_argument("--limit-per-class", type=int, help="first N train images per class (val and test stay whole)")
+    fh.add_argument("--test", action="store_true", help="also report the test split (never used for selection)")
+    fh.add_argument("--n-jobs", type=int, help="threads for xgboost / random forest (default: all cores)")
+    fh.add_argument("--threads", type=int, help="torch threads for embedding extraction")
+    fh.add_argument("--seed", type=int, default=0)
+    fh.set_defaults(func=_cmd_fit_head)
+
+    rp = sub.add_parser("report", help="report.json + PNG plots of a training run: model, TTA, heads, curves")
+    rp.add_argument("run", help="a run folder (with best.pt) or a checkpoint file")
+    rp.add_argument("--data", required=True, help="dataset root with split folders, or fer2013.csv")
+    rp.add_argument("--split", default="test", help="split to evaluate on (default test)")
+    rp.add_argument("--tta", default="none", choices=["none", "flip", "ten_crop"], help="also evaluate with TTA")
+    rp.add_argument("--out", help="report folder (default RUN/report)")
+    rp.add_argument("--limit-per-class", type=int, help="first N images per class (quick checks)")
+    rp.add_argument("--threads", type=int, help="torch threads")
+    rp.set_defaults(func=_cmd_report)
 
     d = sub.add_parser("demo", help="run a model on the bundled sample faces; prints label, score and latency")
     _add_model_args(d)
     d.set_defaults(func=_cmd_demo)
 
+    vd = sub.add_parser("video", help="faces in a video file, camera, image folder or synthetic:N clip, tracked over time")
+    vd.add_argument("input", help="a video file, a camera index (0), an image folder, or synthetic:N (a generated clip)")
+    _add_model_args(vd)
+    vd.add_argument("--out", help="write an annotated video (.mp4 or .avi)")
+    vd.add_argument("--json", action="store_true", help="print one JSON line per frame, then a summary line")
+    vd.add_argument("--detector", default="auto", help="auto (yunet, else haar), yunet or haar")
+    vd.add_argument("--margin", type=float, help="crop margin, a fraction of the face side (default: the detector's)")
+    vd.add_argument("--no-align", action="store_true", help="do not rotate crops to level the eyes")
+    vd.add_argument("--smooth", type=float, default=0.0,
+                    help="weight of the past in each track's moving average of probabilities (0 = off, e.g. 0.7)")
+    vd.add_argument("--max-frames", type=int, help="stop after N frames")
+    vd.set_defaults(func=_cmd_video)
+
+    pf = sub.add_parser("profile", help="per-stage latency (p50/p95/p99), throughput and memory per backend")
+    pf.add_argument("bundle", nargs="?", help="bundle folder or zip, or a packaged model name (default: the default)")
+    pf.add_argument("--backends", default="auto", help="auto, all (every usable backend x precision), or a comma list")
+    pf.add_argument("--precision", default="all", help="all (every shipped precision), auto, or a comma list")
+    pf.add_argument("--heads", default="auto", help="auto (the bundle's default head), all, or a comma list")
+    pf.add_argument("--batch", default="1,8,32", help="comma list of batch sizes")
+    pf.add_argument("--threads", default="1,2", help="comma list of thread counts")
+    pf.add_argument("--runs", type=int, default=50, help="timed calls per row")
+    pf.add_argument("--warmup", type=int, default=5, help="untimed calls before each row")
+    pf.add_argument("--no-detection", action="store_true", help="skip the face-detection stage")
+    pf.add_argument("--json", metavar="FILE", help="write every row as JSON")
+    pf.add_argument("--plot", metavar="FILE", help="bar chart of ms per crop (.svg without matplotlib)")
+    pf.set_defaults(func=_cmd_profile)
+
+    bh = sub.add_parser("build-head", help="build a bundle's compiled tree head for this machine (CMake + C compiler)")
+    bh.add_argument("bundle", help="bundle folder or zip")
+    bh.add_argument("--head", default="xgboost", help="name of the head in the manifest's heads (default xgboost)")
+    bh.add_argument("--jobs", type=int, help="parallel compile jobs (default: all cores)")
+    bh.set_defaults(func=_cmd_build_head)
+
     ex = sub.add_parser("export", help="turn a training checkpoint into a verified bundle")
-    ex.add_argument("checkpoint", help="a checkpoint written by fer-edge train (e.g. runs/x/best.pt)")
+    ex.add_argument("checkpoint", help="a checkpoint written by fer-edge train (e.g. runs/x/best.pt) or its run folder")
     ex.add_argument("--out", required=True, help="bundle folder to write")
     ex.add_argument("--name", help="model name in the manifest (default: the folder name)")
-    ex.add_argument("--targets", default="onnx,openvino", help="comma list of formats: onnx, openvino")
-    ex.add_argument("--precision", default="fp32,int8", help="comma list: fp32, int8")
+    ex.add_argument("--targets", default="onnx,openvino",
+                    help="comma list of formats: onnx, openvino, tensorrt (tensorrt needs TensorRT and a GPU here)")
+    ex.add_argument("--precision", default="fp32,int8", help="comma list: fp32, fp16 (openvino, tensorrt), int8")
     ex.add_argument("--calib", help="dataset for INT8 calibration (default: the val split of --val)")
-    ex.add_argument("--val", help="dataset root whose val split gates INT8 accuracy")
+    ex.add_argument("--val", "--eval", dest="val", help="dataset root whose val split gates INT8 accuracy")
     ex.add_argument("--max-drop", type=float, default=0.5, help="largest INT8 accuracy drop on val, in points")
-    ex.add_argument("--allow-drop", action="store_true", help="ship INT8 even if it drops more than --max-drop")
+    ex.add_argument("--max-f1-drop", type=float, default=1.0, help="largest INT8 macro-F1 drop on val, in points")
+    ex.add_argument("--allow-drop", action="store_true", help="ship INT8 even if it drops more than allowed")
+    ex.add_argument("--head", choices=("xgboost", "linear"), help="add the fitted head from RUN/heads/<kind>/")
+    ex.add_argument("--head-path", help="folder with the head's head.json (instead of RUN/heads/<kind>/)")
+    ex.add_argument("--default-head", action="store_true", help="make the head the default even if it does not "
+                    "beat the in-graph classifier on val")
+    ex.add_argument("--max-batch", type=int, default=32, help="largest batch of TensorRT engines")
+    ex.add_argument("--overwrite", action="store_true", help="replace an existing bundle at --out")
     ex.add_argument("--description")
     ex.add_argument("--train-command", help="how the checkpoint was trained, if it does not record it itself")
     ex.set_defaults(func=_cmd_export)
 
-    t = sub.add_parser("train", help="train a backbone on an ImageFolder tree or fer2013.csv")
-    t.add_argument("--recipe", help="a named recipe (fer_edge/train/recipes) or a JSON file")
+    vf = sub.add_parser("verify", help="re-run a bundle's golden inputs through every artifact and head; "
+                                       "exit 5 on any failure")
+    vf.add_argument("bundle", help="bundle folder or zip, or a packaged model name")
+    vf.add_argument("--json", action="store_true", help="print the report as JSON")
+    vf.set_defaults(func=_cmd_verify)
+
+    be = sub.add_parser("build-engine", help="build TensorRT engines for this GPU into a bundle folder")
+    be.add_argument("bundle", help="bundle folder")
+    be.add_argument("--precision", default="fp16", help="comma list: fp32, fp16, int8")
+    be.add_argument("--max-batch", type=int, default=32, help="largest batch of the optimization profile")
+    be.add_argument("--device", type=int, default=0, help="CUDA device index")
+    be.set_defaults(func=_cmd_build_engine)
+
+    t = sub.add_parser("train", help="train a backbone on an ImageFolder tree or fer2013.csv (torchrun: DDP)")
+    t.add_argument("--recipe", help="a named recipe (fer_edge/train/recipes; see --list-recipes) or a JSON file")
+    t.add_argument("--list-recipes", action="store_true", help="print the named recipes and what each reproduces")
     t.add_argument("--arch")
     t.add_argument("--data", help="dataset root with train/ and val/, or fer2013.csv")
     t.add_argument("--out", help="run folder for checkpoints and metrics")
     t.add_argument("--epochs", type=int)
-    t.add_argument("--batch-size", type=int)
+    t.add_argument("--batch-size", type=int, help="global batch, split over torchrun processes")
     t.add_argument("--lr", type=float)
-    t.add_argument("--device")
+    t.add_argument("--loss", help="ce, triplet, ce+triplet or distill")
+    t.add_argument("--teacher", help="distillation teacher: a checkpoint .pt or a bundle")
+    t.add_argument("--pretrained", help="a local torchvision-style state_dict file")
+    t.add_argument("--regime", help="scratch, transfer (classifier only) or finetune")
+    t.add_argument("--tta", help="test-time augmentation for validation: none, flip, ten_crop")
+    t.add_argument("--device", help="auto, cpu, cuda or cuda:N")
+    t.add_argument("--amp", help="auto (bf16 on CUDA), bf16 or off")
+    t.add_argument("--compile", help="off, or a torch.compile mode/backend: default, max-autotune, inductor, ...")
     t.add_argument("--threads", type=int)
     t.add_argument("--seed", type=int)
     t.add_argument("--limit-per-class", type=int, help="use the first N images of each class (quick checks)")
-    t.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
+    t.add_argument("--time-budget", type=float, metavar="MINUTES",
+                   help="stop cleanly, checkpoint saved, before this many minutes have passed")
+    t.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="any other training option, e.g. --set weight_decay=1e-4 --set augment.hflip=0 (repeatable)")
+    t.add_argument("--resume", action="store_true", help="continue exactly from OUT/last.pt")
     t.set_defaults(func=_cmd_train)
     return p
 

@@ -6,6 +6,7 @@ runs it, which pip extra provides that backend, and whether it needs a GPU.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from .errors import InputError
@@ -15,18 +16,31 @@ from .errors import InputError
 class Format:
     key: str
     suffix: str  # the main file
-    companions: tuple[str, ...]  # suffixes of files that must sit beside the main file
+    companions: tuple[str, ...]  # beside the main file: ".bin" = same stem, other suffix; else a file name
     precisions: tuple[str, ...]
     backend: str  # the runtime backend that loads this format
     extra: str  # pip install "fer-edge[<extra>]" provides the backend
     needs_gpu: bool
     built_on_device: bool  # artifacts are specific to the device that built them
 
-    def path(self, precision: str) -> str:
-        """Where the artifact of this precision lives inside a bundle."""
+    def path(self, precision: str, device: str | None = None) -> str:
+        """Where the artifact of this precision lives inside a bundle. Formats built on the device
+        (TensorRT engines) also need the device key (`device_key(...)`): one folder per GPU
+        architecture and TensorRT version, since an engine runs only where it was built."""
         if precision not in self.precisions:
             raise InputError(f"format {self.key!r} has no precision {precision!r}; it has {self.precisions}")
-        return f"backbone/{self.key}/model.{precision}{self.suffix}"
+        if self.built_on_device != (device is not None):
+            raise InputError(f"format {self.key!r} artifacts are "
+                             + ("keyed by device: pass device=device_key(...)" if self.built_on_device
+                                else "not device-specific: pass no device"))
+        folder = f"backbone/{self.key}" + (f"/{check_device_key(device)}" if device is not None else "")
+        return f"{folder}/model.{precision}{self.suffix}"
+
+    def companion_paths(self, precision: str, device: str | None = None) -> list[str]:
+        """Files beside the main one (OpenVINO .bin, TensorRT timing cache)."""
+        main = self.path(precision, device)
+        stem = main[: -len(self.suffix)]
+        return [stem + s if s.startswith(".") else main.rsplit("/", 1)[0] + "/" + s for s in self.companions]
 
 
 FORMATS: dict[str, Format] = {
@@ -34,7 +48,9 @@ FORMATS: dict[str, Format] = {
     for f in (
         Format("onnx", ".onnx", (), ("fp32", "fp16", "int8"), "onnxruntime", "onnxruntime", False, False),
         Format("openvino", ".xml", (".bin",), ("fp32", "fp16", "int8"), "openvino", "openvino", False, False),
-        Format("tensorrt", ".engine", (), ("fp32", "fp16", "int8"), "tensorrt", "tensorrt", True, True),
+        # The timing cache is shared by the engines of one device folder: it makes rebuilds fast.
+        Format("tensorrt", ".engine", ("timing.cache",), ("fp32", "fp16", "int8"), "tensorrt", "tensorrt", True,
+               True),
     )
 }
 
@@ -53,3 +69,27 @@ def format_for_backend(backend: str) -> Format:
         if f.backend == backend:
             return f
     raise InputError(f"no format is run by backend {backend!r}; backends: {sorted(f.backend for f in FORMATS.values())}")
+
+
+_DEVICE_KEY = re.compile(r"^sm_(\d+)-trt(\d+(?:\.\d+)*)$")
+
+
+def device_key(compute_capability: tuple[int, int], trt_version: str) -> str:
+    """'sm_87-trt10.3.0.30': the folder of the engines built for one GPU architecture (compute
+    capability 8.7) with one TensorRT version; an engine is valid nowhere else."""
+    major, minor = (int(v) for v in compute_capability)
+    return check_device_key(f"sm_{major}{minor}-trt{trt_version}")
+
+
+def check_device_key(key: str) -> str:
+    if not isinstance(key, str) or not _DEVICE_KEY.match(key):
+        raise InputError(f"device key {key!r} is not of the form 'sm_<major><minor>-trt<version>' (e.g. sm_87-trt10.3.0)")
+    return key
+
+
+def device_key_of(path: str) -> str | None:
+    """The device key in a bundle path of a device-built artifact, or None."""
+    for part in path.split("/"):
+        if _DEVICE_KEY.match(part):
+            return part
+    return None

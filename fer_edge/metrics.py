@@ -44,3 +44,50 @@ def classification_report(y_true: np.ndarray, y_pred: np.ndarray, labels: Sequen
         "labels": list(labels),
         "confusion_matrix": cm.tolist(),
     }
+
+
+def roc_curve(y_true: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Binary ROC: (false-positive rates, true-positive rates, thresholds), from (0, 0) upwards.
+
+    y_true holds 0/1 (or booleans); tied scores move the curve diagonally, as in scikit-learn.
+    """
+    y_true = np.asarray(y_true).astype(bool).ravel()
+    scores = np.asarray(scores, dtype=np.float64).ravel()
+    if y_true.shape != scores.shape:
+        raise ValueError(f"y_true and scores differ in length: {y_true.shape} vs {scores.shape}")
+    if not np.isfinite(scores).all():
+        raise ValueError("scores contain NaN or infinite values")
+    order = np.argsort(-scores, kind="mergesort")
+    s, y = scores[order], y_true[order]
+    last_of_tie = np.r_[np.flatnonzero(np.diff(s)), len(s) - 1] if len(s) else np.array([], dtype=np.int64)
+    tps = np.cumsum(y)[last_of_tie]
+    fps = (last_of_tie + 1) - tps
+    pos, neg = y.sum(), len(y) - y.sum()
+    tpr = np.r_[0.0, tps / pos] if pos else np.full(len(tps) + 1, np.nan)
+    fpr = np.r_[0.0, fps / neg] if neg else np.full(len(fps) + 1, np.nan)
+    return fpr, tpr, np.r_[np.inf, s[last_of_tie]]
+
+
+def roc_auc(y_true: np.ndarray, scores: np.ndarray) -> float:
+    """Area under the binary ROC curve (trapezoids); NaN when y_true holds only one class."""
+    fpr, tpr, _ = roc_curve(y_true, scores)
+    if np.isnan(fpr).any() or np.isnan(tpr).any():
+        return float("nan")
+    return float(np.sum(np.diff(fpr) * (tpr[1:] + tpr[:-1]) / 2))
+
+
+def one_vs_rest_roc(y_true: np.ndarray, scores: np.ndarray, num_classes: int) -> dict:
+    """Per-class one-vs-rest ROC curves and AUCs of (N, C) class scores; `macro_auc` averages the
+    classes that occur in y_true (and not in all of it). Undefined AUCs are None (JSON null)."""
+    y_true, scores = np.asarray(y_true), np.asarray(scores)
+    if scores.ndim != 2 or scores.shape != (len(y_true), num_classes):
+        raise ValueError(f"scores must be (N, {num_classes}) with N = len(y_true) = {len(y_true)}, "
+                         f"got {scores.shape}")
+    curves, aucs = [], []
+    for k in range(num_classes):
+        fpr, tpr, _ = roc_curve(y_true == k, scores[:, k])
+        auc = roc_auc(y_true == k, scores[:, k])
+        curves.append((fpr, tpr))
+        aucs.append(None if np.isnan(auc) else auc)
+    defined = [a for a in aucs if a is not None]
+    return {"auc": aucs, "macro_auc": float(np.mean(defined)) if defined else None, "curves": curves}

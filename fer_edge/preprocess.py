@@ -35,6 +35,9 @@ class InputSpec:
     std: tuple[float, ...] = (1.0,)
     interpolation: str = "area"
     input_name: str = "input"
+    # Median filter kernel applied after resizing (0 = none): models trained on median-filtered
+    # faces (one paper's preprocessing) must see the same filter at run time.
+    median: int = 0
 
     def __post_init__(self) -> None:
         if self.interpolation not in INTERPOLATIONS:
@@ -48,6 +51,8 @@ class InputSpec:
             raise InputError(f"size must be (height, width), integers of at least 8 px, got {self.size!r}")
         if len(self.mean) != self.channels or len(self.std) != self.channels:
             raise InputError(f"mean and std need one value per channel ({self.channels}), got {self.mean}, {self.std}")
+        if not (isinstance(self.median, int) and (self.median == 0 or (self.median >= 3 and self.median % 2))):
+            raise InputError(f"median must be 0 (off) or an odd kernel size >= 3, got {self.median!r}")
         if not all(np.isfinite(v) and v > 0 for v in self.std) or not (np.isfinite(self.scale) and self.scale > 0):
             raise InputError(f"std and scale must be positive and finite, got std={self.std}, scale={self.scale}")
 
@@ -140,6 +145,15 @@ def resize(gray: np.ndarray, size: tuple[int, int], method: str = "area") -> np.
     return _weights(h, out_h, method) @ img @ _weights(w, out_w, method).T
 
 
+def median_filter(images: np.ndarray, kernel: int) -> np.ndarray:
+    """Median of each kernel x kernel window with replicated edges (cv2.medianBlur's rule),
+    over (N, H, W) images: the same filter the training module applies to uint8 faces."""
+    pad = kernel // 2
+    padded = np.pad(images, ((0, 0), (pad, pad), (pad, pad)), mode="edge")
+    windows = np.lib.stride_tricks.sliding_window_view(padded, (kernel, kernel), axis=(1, 2))
+    return np.median(windows.reshape(*images.shape, kernel * kernel), axis=-1).astype(np.float32)
+
+
 def preprocess(images: Sequence[Any], spec: InputSpec) -> np.ndarray:
     """A sequence of images -> contiguous float32 batch of shape (N, 1, H, W).
 
@@ -159,6 +173,8 @@ def preprocess(images: Sequence[Any], spec: InputSpec) -> np.ndarray:
     for i, image in enumerate(images):
         gray = to_gray(image, what=f"image[{i}]")
         batch[i, 0] = resize(gray, spec.size, spec.interpolation)
+    if spec.median:
+        batch[:, 0] = median_filter(batch[:, 0], spec.median)
     batch *= np.float32(spec.scale)
     batch -= np.float32(spec.mean[0])
     batch /= np.float32(spec.std[0])

@@ -1,4 +1,4 @@
-"""Recognizer: bundle -> backend -> preprocess -> backbone -> probabilities -> Prediction."""
+"""Recognizer: bundle -> backend + head -> preprocess -> backbone -> head -> Prediction."""
 
 from __future__ import annotations
 
@@ -15,38 +15,42 @@ from .types import Prediction
 MAX_CHUNK = 256  # bounds memory for very large predict_batch calls
 
 
-def softmax(logits: np.ndarray) -> np.ndarray:
-    z = logits - logits.max(axis=1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=1, keepdims=True)
-
-
 class Recognizer:
     """Recognise facial expressions in face crops.
 
     model: None (the packaged default), a packaged model name, or a bundle folder / zip.
-    backend: "auto" (best usable backend here; `describe()` says which and why) or a name
-      ("onnxruntime", "openvino"); an explicit backend never falls back to another.
-    precision: "auto" (INT8 where the bundle ships it, else FP32) or "fp32" / "int8".
-    threads: fix the backend's thread count (e.g. 1 to compare latency at one core).
+    backend: "auto" (best usable backend here, ranked), "fastest" (each usable backend timed
+      briefly here, the choice cached per bundle and machine; `refresh=True` re-times), or a name
+      ("onnxruntime", "openvino", "tensorrt"); an explicit backend never falls back to another,
+      and `strict=True` makes auto/fastest raise when a usable backend fails to load.
+    precision: "auto" (INT8 where shipped and it passed the accuracy gate, else FP32) or
+      "fp32" / "fp16" / "int8".
+    head: "auto" (the manifest's default head), "in_graph" (the graph's logits) or a head the
+      bundle ships ("xgboost", "linear"); a named head that cannot load raises.
+    threads: fix the backend's (and the compiled head's) thread count.
+    device: the backend's device: onnxruntime "cpu" / "cuda[:N]" / "tensorrt[:N]", openvino
+      "CPU" / "GPU" / "NPU" / "AUTO", tensorrt "cuda[:N]"; None lets the backend choose.
+    `describe()` says what was chosen and why. One Recognizer may be called from many threads.
     """
 
     def __init__(self, model: str | os.PathLike | None = None, backend: str = "auto", *, precision: str = "auto",
-                 threads: int | None = None, device: str | None = None, strict: bool = False,
-                 bundle: Bundle | None = None) -> None:
+                 head: str = "auto", threads: int | None = None, device: str | None = None, strict: bool = False,
+                 refresh: bool = False, bundle: Bundle | None = None) -> None:
         from .runtimes import select_backend  # lazy: keeps `import fer_edge` numpy-only
+        from .runtimes.heads import load_head
 
         if bundle is not None and model is not None:
             raise InputError("pass either model= or bundle=, not both")
+        if threads is not None and (not isinstance(threads, int) or isinstance(threads, bool) or threads < 1):
+            raise InputError(f"threads must be a positive integer or None, got {threads!r}")
         self.bundle = bundle if bundle is not None else Bundle.open(model)
         m = self.bundle.manifest
-        if m.head.get("kind") != "in_graph":
-            raise BundleError(f"bundle {m.name!r}: head kind {m.head.get('kind')!r} is not supported by this version")
         self.spec = m.input
         self.labels = tuple(m.labels)
         self._outputs = m.model["outputs"]
+        self.head = load_head(self.bundle, head, threads=threads)  # cheap, so a bad head fails first
         self._selection = select_backend(self.bundle, backend, precision=precision, threads=threads, device=device,
-                                         strict=strict)
+                                         strict=strict, refresh=refresh)
 
     @property
     def manifest(self):
@@ -62,26 +66,33 @@ class Recognizer:
 
     def describe(self) -> dict[str, Any]:
         s = self._selection
-        return {"model": self.manifest.name, "source": str(self.bundle.source), "backend": s.name,
-                "precision": s.precision, "artifact": str(s.path), "reason": s.reason, "skipped": s.skipped,
-                **{k: v for k, v in s.backend.describe().items() if k != "backend"}}
+        return {"model": self.manifest.name, "source": str(self.bundle.source), **s.describe(),
+                **{k: v for k, v in s.backend.describe().items() if k != "backend"}, "head": self.head.describe()}
 
     def _run(self, batch: np.ndarray) -> dict[str, np.ndarray]:
         return self._selection.backend.run(batch)
 
+    def _chunks(self, crops: Sequence[Any]):
+        batch = preprocess(crops, self.spec)
+        for i in range(0, len(batch), MAX_CHUNK):
+            yield self._run(batch[i : i + MAX_CHUNK])
+
     def predict_proba(self, crops: Sequence[Any]) -> np.ndarray:
         """(N, num_classes) probabilities for a list of crops (or an N x H x W[x C] uint8 array)."""
-        batch = preprocess(crops, self.spec)
-        out = [self._run(batch[i : i + MAX_CHUNK])[self._outputs["logits"]] for i in range(0, len(batch), MAX_CHUNK)]
-        return softmax(np.concatenate(out).astype(np.float32))
+        emb, logits = self._outputs["embedding"], self._outputs["logits"]
+        probs = np.concatenate([self.head(out[emb], out[logits]) for out in self._chunks(crops)])
+        if probs.shape[1:] != (len(self.labels),):
+            raise BundleError(f"head {self.head.describe().get('name')!r} returned shape {probs.shape}; "
+                              f"expected (N, {len(self.labels)})")
+        return probs
 
     def embed(self, crops: Sequence[Any]) -> np.ndarray:
         """(N, feature_dim) pooled embeddings (the input of tree or linear heads)."""
-        batch = preprocess(crops, self.spec)
         key = self._outputs["embedding"]
-        return np.concatenate([self._run(batch[i : i + MAX_CHUNK])[key] for i in range(0, len(batch), MAX_CHUNK)])
+        return np.concatenate([out[key] for out in self._chunks(crops)])
 
     def predict_batch(self, crops: Sequence[Any]) -> list[Prediction]:
+        """Many crops through the backend in batches (up to MAX_CHUNK per backend call)."""
         probs = self.predict_proba(crops)
         best = probs.argmax(axis=1)
         return [Prediction(self.labels[b], float(p[b]), p, self.labels) for b, p in zip(best, probs)]
@@ -93,4 +104,23 @@ class Recognizer:
     __call__ = predict
 
     def __repr__(self) -> str:
-        return f"Recognizer({self.manifest.name!r}, backend={self.backend!r}, precision={self.precision!r})"
+        return (f"Recognizer({self.manifest.name!r}, backend={self.backend!r}, precision={self.precision!r}, "
+                f"head={self.head.describe().get('name')!r})")
+
+    # Faces in frames (fer_edge.detect). `detector` is a name ("auto", "yunet", "haar") or a
+    # fer_edge.detect.Detector; set the attribute to change the default, made on first use.
+    detector = "auto"
+
+    def detect(self, frame: Any, *, detector: Any = None) -> list:
+        """Faces in a uint8 frame (HxW gray, HxWx3 BGR, HxWx4 BGRA): list of fer_edge.detect.Face."""
+        from .detect import detector_for
+
+        return detector_for(self, detector).detect(frame)
+
+    def predict_frame(self, frame: Any, *, detector: Any = None, margin: float | None = None,
+                      align: bool = True) -> list:
+        """Every face in a frame, cropped (margin: the detector's own when None), aligned by the
+        eyes when the detector gives landmarks, and recognised: list of fer_edge.detect.FaceResult."""
+        from .detect import predict_frame
+
+        return predict_frame(self, frame, detector=detector, margin=margin, align=align)

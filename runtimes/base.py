@@ -9,7 +9,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from ..errors import InputError
+from ..errors import BundleError, InputError
 
 
 @dataclass(frozen=True)
@@ -49,8 +49,29 @@ class Backend(abc.ABC):
     @abc.abstractmethod
     def describe(self) -> dict[str, Any]: ...
 
-    def priority(self) -> int:  # pragma: no cover - overridden where it matters
-        return 0
+    @classmethod
+    def preference(cls) -> tuple[int, str]:
+        """Rank for backend='auto' on this machine (lower is tried first) and the reason."""
+        return 50, "third-party backend"
+
+    @classmethod
+    def device_details(cls) -> dict[str, Any]:
+        """Extra facts about the devices for `fer-edge info` (called only when the probe is usable)."""
+        return {}
+
+    @classmethod
+    def precisions(cls, bundle) -> tuple[str, ...]:
+        """Precisions this backend can run from the bundle (what it ships, or can build here)."""
+        return tuple(a.precision for a in bundle.manifest.artifacts if a.format == cls.format)
+
+    @classmethod
+    def artifact_path(cls, bundle, precision: str, device: str | None) -> Path:
+        """The file to load for this precision (a backend whose artifacts are per-device overrides it)."""
+        art = bundle.manifest.artifact(cls.format, precision)
+        if art is None:
+            raise BundleError(f"bundle {bundle.name!r} has no {cls.format} {precision} artifact; "
+                              f"it has {list(cls.precisions(bundle))}")
+        return bundle.artifact_path(art)
 
 
 BACKENDS: dict[str, type[Backend]] = {}
@@ -66,4 +87,5 @@ def get_backend(name: str) -> type[Backend]:
     try:
         return BACKENDS[name]
     except KeyError:
-        raise InputError(f"unknown backend {name!r}; known backends: {sorted(BACKENDS)} (or 'auto')") from None
+        raise InputError(
+            f"unknown backend {name!r}; known backends: {sorted(BACKENDS)} (or 'auto', 'fastest')") from None

@@ -1,4 +1,10 @@
-"""ONNX Runtime backend (CPU execution provider)."""
+"""ONNX Runtime backend: CPU, and the CUDA / TensorRT execution providers where they really run.
+
+`device` picks the execution providers: "cpu", "cuda" (or "cuda:N"), "tensorrt" (or
+"tensorrt:N"), or None for auto (CUDA when its provider is installed *and* the driver opens a
+device, else CPU). ONNX Runtime quietly drops a provider it cannot initialise, so after the
+session is made the providers it actually bound are checked against the request.
+"""
 
 from __future__ import annotations
 
@@ -8,8 +14,34 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import BundleError, RuntimeUnavailableError
+from ..errors import BundleError, InputError, RuntimeUnavailableError
 from .base import Backend, Probe, register_backend
+
+# device -> the providers to ask for, best first (CPU stays last: ORT runs unsupported nodes there).
+DEVICE_PROVIDERS = {
+    "cpu": ("CPUExecutionProvider",),
+    "cuda": ("CUDAExecutionProvider", "CPUExecutionProvider"),
+    "tensorrt": ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"),
+}
+PROVIDER_DEVICE = {"CPUExecutionProvider": "cpu", "CUDAExecutionProvider": "cuda",
+                   "TensorrtExecutionProvider": "tensorrt"}
+
+
+def parse_device(device: str | None) -> tuple[str | None, int]:
+    """'cuda:1' -> ('cuda', 1); None -> (None, 0). Refuses names ONNX Runtime has no provider for."""
+    if device is None:
+        return None, 0
+    kind, _, index = str(device).lower().partition(":")
+    if kind not in DEVICE_PROVIDERS or (index and not index.isdigit()):
+        raise InputError(f"onnxruntime device must be one of {sorted(DEVICE_PROVIDERS)} (optionally ':N' for "
+                         f"a GPU index) or None for auto, got {device!r}")
+    return kind, int(index or 0)
+
+
+def _cuda_present() -> bool:
+    from .cuda_probe import cuda_devices
+
+    return bool(cuda_devices())
 
 
 @register_backend
@@ -28,28 +60,54 @@ class OnnxRuntimeBackend(Backend):
         providers = tuple(ort.get_available_providers())
         if "CPUExecutionProvider" not in providers:
             return Probe(False, f"onnxruntime {ort.__version__} has no CPUExecutionProvider", ort.__version__)
-        return Probe(True, f"onnxruntime {ort.__version__} with {', '.join(providers)}", ort.__version__,
-                      providers)
+        devices = tuple(d for p, d in PROVIDER_DEVICE.items() if p in providers)
+        return Probe(True, f"onnxruntime {ort.__version__} with {', '.join(providers)}", ort.__version__, devices)
+
+    @classmethod
+    def preference(cls) -> tuple[int, str]:
+        probe = cls.probe()
+        if "cuda" in probe.devices and _cuda_present():
+            return 1, "onnxruntime with the CUDA provider on a CUDA device"
+        return 3, "onnxruntime on the CPU"
+
+    @classmethod
+    def device_details(cls) -> dict[str, Any]:
+        import onnxruntime as ort
+
+        return {"providers": ort.get_available_providers()}
 
     def __init__(self, path: Path, *, input_name: str, output_names: tuple[str, ...], threads: int | None = None,
                  device: str | None = None) -> None:
+        kind, index = parse_device(device)
         probe = self.probe()
         if not probe.usable:
             raise RuntimeUnavailableError(f"{probe.reason}; install it with: pip install 'fer-edge[{self.extra}]'")
-        if device not in (None, "cpu", "CPU"):
-            raise RuntimeUnavailableError(f"onnxruntime backend runs on 'cpu' only here, not {device!r}")
         import onnxruntime as ort
 
+        if kind is None:
+            kind = "cuda" if "cuda" in probe.devices and _cuda_present() else "cpu"
+        wanted = DEVICE_PROVIDERS[kind]
+        missing = [p for p in wanted if p not in ort.get_available_providers()]
+        if missing:
+            raise RuntimeUnavailableError(
+                f"onnxruntime {ort.__version__} has no {', '.join(missing)} (device {device!r}); it has "
+                f"{ort.get_available_providers()}. For GPUs install onnxruntime-gpu instead of onnxruntime")
         so = ort.SessionOptions()
         so.log_severity_level = 3
         if threads:
             so.intra_op_num_threads = threads
             so.inter_op_num_threads = 1
         so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        providers = [(p, {"device_id": index}) if p != "CPUExecutionProvider" else p for p in wanted]
         try:
-            self.session = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+            self.session = ort.InferenceSession(str(path), so, providers=providers)
         except Exception as e:
-            raise BundleError(f"onnxruntime cannot load {path}: {e}") from e
+            raise BundleError(f"onnxruntime cannot load {path} with {list(wanted)}: {e}") from e
+        active = self.session.get_providers()
+        if wanted[0] not in active:  # listed is not proof: ORT falls back to CPU without raising
+            raise RuntimeUnavailableError(
+                f"onnxruntime lists {wanted[0]} but could not start it on {kind}:{index} (session runs on "
+                f"{active}); check the CUDA/TensorRT libraries and driver, or use device='cpu'")
         inputs = [i.name for i in self.session.get_inputs()]
         outputs = [o.name for o in self.session.get_outputs()]
         if input_name not in inputs or not set(output_names) <= set(outputs):
@@ -58,6 +116,7 @@ class OnnxRuntimeBackend(Backend):
                 f"{input_name!r} and outputs {list(output_names)}"
             )
         self.input_name, self.output_names = input_name, tuple(output_names)
+        self.device = kind if kind == "cpu" else f"{kind}:{index}"
         self.threads, self.version = threads, ort.__version__
 
     def run(self, batch: np.ndarray) -> dict[str, np.ndarray]:
@@ -66,5 +125,5 @@ class OnnxRuntimeBackend(Backend):
         return dict(zip(self.output_names, out))
 
     def describe(self) -> dict[str, Any]:
-        return {"backend": self.name, "version": self.version, "device": "cpu",
+        return {"backend": self.name, "version": self.version, "device": self.device,
                 "providers": self.session.get_providers(), "threads": self.threads or "default"}

@@ -313,3 +313,25 @@ def test_input_spec_from_dict_rejects_unknown_fields():
 def test_input_spec_rejects_malformed_values(bad):
     with pytest.raises(InputError):
         InputSpec.from_dict(bad)
+
+
+def test_median_filter_matches_training_filter():
+    torch = pytest.importorskip("torch")
+    from fer_edge.preprocess import InputSpec, preprocess
+    from fer_edge.train.augment import median_filter as torch_median
+
+    rng = np.random.default_rng(3)
+    faces = rng.integers(0, 256, (4, 48, 48), dtype=np.uint8)
+    spec = InputSpec(scale=1.0, mean=(0.0,), std=(1.0,), median=3)
+    got = preprocess(faces, spec)[:, 0]
+    want = torch_median(torch.from_numpy(faces).unsqueeze(1), 3)[:, 0].numpy().astype(np.float32)
+    np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("median", [1, 2, -3, 4.0])
+def test_median_kernel_must_be_odd(median):
+    from fer_edge.errors import InputError
+    from fer_edge.preprocess import InputSpec
+
+    with pytest.raises(InputError, match="median"):
+        InputSpec(median=median)

@@ -187,3 +187,97 @@ def test_manifest_without_outputs_is_a_bundle_error(tiny_bundle):
     manifest_path.write_text(json.dumps(m))
     with pytest.raises(BundleError, match="outputs"):
         fer_edge.Recognizer(tiny_bundle)
+
+
+# --- heads, batching and threads on a copy of the packaged bundle (no torch needed) ---------------------
+
+
+def classifier_of(onnx_path, logits_name: str) -> tuple[np.ndarray, np.ndarray]:
+    """(weight C x F, bias C) of the Gemm that computes the logits from the embedding."""
+    import onnx
+    from onnx import numpy_helper
+
+    graph = onnx.load(str(onnx_path)).graph
+    gemm = next(n for n in graph.node if logits_name in n.output)
+    assert gemm.op_type == "Gemm" and {a.name: a.i for a in gemm.attribute}.get("transB") == 1
+    init = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
+    return init[gemm.input[1]], init[gemm.input[2]]
+
+
+@pytest.fixture
+def head_bundle(tmp_path):
+    """The packaged bundle plus two linear heads: the graph's own classifier, and the same with its
+    classes rolled by one (so a test can tell which head ran). The rolled one is the default."""
+    import shutil
+
+    from fer_edge.bundle import PACKAGED_DIR, Bundle, write_manifest
+
+    root = shutil.copytree(PACKAGED_DIR / "tiny", tmp_path / "tiny-heads")
+    b = Bundle.open(root)
+    weight, bias = classifier_of(b.file("backbone/onnx/model.fp32.onnx"), b.manifest.model["outputs"]["logits"])
+    (root / "head").mkdir()
+    np.savez(root / "head" / "linear.npz", weight=weight, bias=bias)
+    np.savez(root / "head" / "rolled.npz", weight=np.roll(weight, 1, axis=0), bias=np.roll(bias, 1))
+    entry = {"kind": "linear", "input": "embedding", "num_features": weight.shape[1], "num_classes": weight.shape[0]}
+    b.manifest.heads = {"linear": {**entry, "weights": "head/linear.npz"},
+                        "rolled": {**entry, "weights": "head/rolled.npz"}}
+    b.manifest.head = {"kind": "linear", "name": "rolled"}
+    write_manifest(root, b.manifest)
+    return root
+
+
+def test_heads_run_on_the_embedding(head_bundle, faces):
+    graph = fer_edge.Recognizer(head_bundle, "onnxruntime", precision="fp32", head="in_graph")
+    linear = fer_edge.Recognizer(head_bundle, "onnxruntime", precision="fp32", head="linear")
+    rolled = fer_edge.Recognizer(head_bundle, "onnxruntime", precision="fp32")  # the manifest's default head
+    p = graph.predict_proba(faces.images)
+    np.testing.assert_allclose(linear.predict_proba(faces.images), p, atol=1e-5)
+    np.testing.assert_allclose(rolled.predict_proba(faces.images), np.roll(p, 1, axis=1), atol=1e-5)
+    assert rolled.describe()["head"] == {"kind": "linear", "name": "rolled", "num_features": 256, "num_classes": 7}
+    assert graph.describe()["head"]["kind"] == "in_graph"
+    with pytest.raises(BundleError, match="has no head 'xgboost'; it has: in_graph, linear, rolled"):
+        fer_edge.Recognizer(head_bundle, head="xgboost")
+
+
+def test_predict_batch_is_one_backend_call(head_bundle, faces, monkeypatch):
+    rec = fer_edge.Recognizer(head_bundle, "onnxruntime", precision="fp32")
+    batches = []
+    run = rec._selection.backend.run
+    monkeypatch.setattr(rec._selection.backend, "run", lambda x: batches.append(len(x)) or run(x))
+    rec.predict_batch(faces.images[:50])
+    assert batches == [50]
+
+
+def test_threads_must_be_a_positive_integer(head_bundle):
+    for bad in (0, -1, 1.5, True):
+        with pytest.raises(InputError, match="threads must be a positive integer"):
+            fer_edge.Recognizer(head_bundle, threads=bad)
+
+
+@pytest.mark.parametrize("backend", ["onnxruntime", pytest.param("openvino", marks=pytest.mark.openvino)])
+def test_one_recognizer_with_a_head_serves_8_threads_like_sequential_calls(head_bundle, faces, backend):
+    rec = fer_edge.Recognizer(head_bundle, backend, precision="int8", threads=1)
+    images = list(faces.images)
+    singles = np.stack([rec.predict(img).probs for img in images])
+    batches = {i: rec.predict_proba(images[i : i + 5]) for i in range(0, len(images), 5)}
+    errors, results = [], {}
+
+    def work(t: int) -> None:
+        try:
+            for rnd in range(3):  # every thread covers every image, singles and batches interleaved
+                for i in range(t, len(images), 8):
+                    results[t, rnd, "single", i] = rec.predict(images[i]).probs
+                for i in range(5 * t, len(images), 40):
+                    results[t, rnd, "batch", i] = rec.predict_proba(images[i : i + 5])
+        except Exception as e:  # surfaced below: a thread's exception would otherwise vanish
+            errors.append(e)
+
+    threads = [threading.Thread(target=work, args=(t,)) for t in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    assert len(results) == 3 * (len(images) + len(batches))
+    for (_, _, kind, i), probs in results.items():
+        np.testing.assert_allclose(probs, singles[i] if kind == "single" else batches[i], atol=1e-6)

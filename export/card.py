@@ -1,0 +1,107 @@
+"""MODEL_CARD.md: what the model is, its data, its figures, how it was made, its limits."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..manifest import Manifest
+
+
+def model_card(m: Manifest, meta: dict[str, Any]) -> str:
+    """A short MODEL_CARD.md: what the model is, its data, figures, how it was made, its limits."""
+    export = m.extra.get("export", {})
+    cfg = meta.get("config") or {}
+    lines = [f"# {m.name} (version {m.version})", ""]
+    if m.description:
+        lines += [m.description, ""]
+    lines += [
+        "## Model",
+        f"- Architecture `{m.model['arch']}`, {m.model['params']:,} parameters, "
+        f"embedding of {m.model['feature_dim']} values.",
+        f"- Input: {m.input.size[0]}x{m.input.size[1]} grayscale face crop, scaled by {m.input.scale:.6g}, "
+        f"mean {list(m.input.mean)}, std {list(m.input.std)}.",
+        f"- Classes ({len(m.labels)}): {', '.join(m.labels)}.",
+        f"- Artifacts: {', '.join(a.key() for a in m.artifacts)}.",
+        "",
+        "## Data",
+        f"- Training data: {cfg.get('data', 'not recorded in the checkpoint')}"
+        + (f" (checkpoint of epoch {meta['epoch']})." if "epoch" in meta else "."),
+        f"- Validation (accuracy gate): {export.get('validation') or 'none given'}.",
+        f"- INT8 calibration: {(export.get('calibration') or {}).get('source', 'not needed')}"
+        + (f", {export['calibration']['n']} crops." if export.get("calibration") else "."),
+        "",
+        "## Figures",
+    ]
+    trained_val = (m.extra.get("training") or {}).get("val")
+    if trained_val and trained_val.get("accuracy") is not None:
+        lines += [f"Training run's val accuracy (torch, at that epoch): {trained_val['accuracy']:.2%}.", ""]
+    val = m.evaluation.get("val") or {}
+    if val:
+        lines += ["| artifact | val accuracy | val macro-F1 | n |", "|---|---|---|---|"]
+        lines += [f"| {k}{'' if v.get('shipped', True) else ' (not shipped)'} | {v['accuracy']:.2%} | "
+                  f"{v['macro_f1']:.3f} | {v['n']} |" for k, v in val.items()]
+        agree = m.evaluation.get("int8_agreement_val") or {}
+        if agree:
+            lines.append("")
+            lines.append("INT8 top-1 agreement with FP32 on val: "
+                         + ", ".join(f"{k} {v:.2%}" for k, v in agree.items()) + ".")
+    else:
+        lines.append("No validation figures.")
+    other = {k: v for k, v in m.evaluation.items()
+             if k not in ("val", "int8_agreement_val", "accuracy_gate", "heads_val", "default_head")}
+    for key, rec in sorted(other.items()):
+        if isinstance(rec, dict) and isinstance(rec.get("runs"), dict):
+            lines += ["", f"### {key}", "", f"Measured by `{rec.get('command', '?')}` on {rec.get('date', '?')}.", "",
+                      "| artifact | accuracy | macro-F1 | n | per-class recall |", "|---|---|---|---|---|"]
+            for k, v in rec["runs"].items():
+                recall = ", ".join(f"{c} {r:.0%}" for c, r in v.get("per_class_recall", {}).items())
+                lines.append(f"| {k} | {v['accuracy']:.2%} | {v['macro_f1']:.2%} | {v['n']} | {recall} |")
+            if rec.get("agreement"):
+                lines += ["", "Top-1 agreement: " + ", ".join(f"{k} {v:.2%}" for k, v in rec["agreement"].items()) + "."]
+            other = {k: v for k, v in other.items() if k != key}
+    if other:
+        lines += ["", "Other figures supplied at export: " + ", ".join(sorted(other)) + " (see manifest.json)."]
+    gate = m.evaluation.get("accuracy_gate", {})
+    lines += ["", f"Accuracy gate (INT8 at most {gate.get('max_drop_pp')} pp accuracy and "
+                  f"{gate.get('max_f1_drop_pp')} pp macro-F1 below FP32 on val): **{gate.get('status', 'n/a')}**."]
+    lines += _heads(m)
+    for note in export.get("warnings", []):
+        lines.append(f"- **WARNING:** {note}")
+    commands = m.extra.get("commands") or {}
+    if commands:
+        lines += ["", "## How it was made", ""]
+        lines += [f"- {k}: `{v}`" for k, v in commands.items()]
+    lines += [
+        "",
+        "## Limits",
+        "- Recognises posed/acted expression categories on frontal, cropped faces like its training data; "
+        "it does not read emotions, and accuracy drops on profile views, occlusion, low light and "
+        "demographics under-represented in the data.",
+        "- Not for decisions about people (hiring, policing, health, education).",
+        "- INT8 figures hold for crops resembling the calibration data.",
+        "",
+        f"License: {m.license or 'not specified'}.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def _heads(m: Manifest) -> list[str]:
+    if not m.heads:
+        return []
+    lines = ["", "## Heads", "", "| head | input | val accuracy | val macro-F1 | default |", "|---|---|---|---|---|"]
+    default = m.head.get("name") if m.head.get("kind") != "in_graph" else "in_graph"
+    ref = (m.evaluation.get("default_head") or {}).get("in_graph")
+    if ref:
+        lines.append(f"| in_graph | logits | {ref['accuracy']:.2%} | {ref['macro_f1']:.3f} | "
+                     f"{'yes' if default == 'in_graph' else ''} |")
+    for name, h in m.heads.items():
+        v = h.get("val") or {}
+        acc = f"{v['accuracy']:.2%}" if "accuracy" in v else "n/a"
+        f1 = f"{v['macro_f1']:.3f}" if "macro_f1" in v else "n/a"
+        lines.append(f"| {name} ({h['kind']}) | {h.get('input', 'embedding')} | {acc} | {f1} | "
+                     f"{'yes' if default == name else ''} |")
+    why = (m.evaluation.get("default_head") or {}).get("reason")
+    if why:
+        lines += ["", f"Default head: {why}."]
+    return lines

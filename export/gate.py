@@ -1,0 +1,81 @@
+"""The accuracy gate: every reduced-precision artifact is evaluated on the validation set and
+refused when it loses more than allowed against its FP32 source -- in accuracy, and in macro-F1
+(an INT8 model that keeps accuracy but stops recognising the rare disgust class is a real
+regression: the first shipped OpenVINO INT8 kept 63.64 % accuracy while macro-F1 fell 1.7 pp)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from ..errors import AccuracyDropError
+from ..formats import FORMATS
+
+
+@dataclass(frozen=True)
+class GateConfig:
+    max_drop_pp: float = 0.5  # accuracy, percentage points below FP32
+    max_f1_drop_pp: float = 1.0  # macro-F1, percentage points below FP32
+    allow_drop: bool = False  # ship anyway (recorded loudly in the manifest and the card)
+
+
+def evaluate_artifacts(bundle, val_set) -> dict[str, dict[str, Any]]:
+    """Full evaluation report per artifact key on val (through the Recognizer, i.e. the real path)."""
+    from ..evaluate import evaluate
+    from ..recognizer import Recognizer
+
+    reports = {}
+    for art in bundle.manifest.artifacts:
+        rec = Recognizer(bundle=bundle, backend=FORMATS[art.format].backend, precision=art.precision)
+        reports[art.key()] = evaluate(rec, val_set, "val")
+    return reports
+
+
+def gate(reports: dict[str, dict[str, Any]], config: GateConfig, notes: list[str]) -> dict[str, Any]:
+    """Figures for manifest.evaluation; raises AccuracyDropError on a failure unless allow_drop."""
+    from ..evaluate import agreement
+
+    record: dict[str, Any] = {"max_drop_pp": config.max_drop_pp, "max_f1_drop_pp": config.max_f1_drop_pp,
+                              "drops_pp": {}, "f1_drops_pp": {}}
+    figures: dict[str, Any] = {
+        "val": {k: {"accuracy": r["accuracy"], "macro_f1": r["macro_f1"], "n": r["n"]} for k, r in reports.items()},
+        "int8_agreement_val": {},
+    }
+    failures: list[str] = []
+    failed: list[str] = []
+    for key, got in reports.items():
+        fmt, precision = key.split("/")
+        ref = reports.get(f"{fmt}/fp32")
+        if precision == "fp32" or ref is None:
+            continue
+        if precision == "int8":
+            figures["int8_agreement_val"][fmt] = agreement(ref, got)
+        drop = (ref["accuracy"] - got["accuracy"]) * 100
+        f1_drop = (ref["macro_f1"] - got["macro_f1"]) * 100
+        record["drops_pp"][key] = round(drop, 3)
+        record["f1_drops_pp"][key] = round(f1_drop, 3)
+        if drop > config.max_drop_pp:
+            failures.append(f"{key} val accuracy {got['accuracy']:.2%} is {drop:.2f} pp below "
+                            f"{fmt}/fp32 {ref['accuracy']:.2%} (allowed: {config.max_drop_pp} pp)")
+        if f1_drop > config.max_f1_drop_pp:
+            failures.append(f"{key} val macro-F1 {got['macro_f1']:.2%} is {f1_drop:.2f} pp below "
+                            f"{fmt}/fp32 {ref['macro_f1']:.2%} (allowed: {config.max_f1_drop_pp} pp)")
+        if drop > config.max_drop_pp or f1_drop > config.max_f1_drop_pp:
+            failed.append(key)
+    if failures and not config.allow_drop:
+        raise AccuracyDropError("; ".join(failures) + ". Improve calibration (more or more varied crops), "
+                                "raise max_drop_pp / max_f1_drop_pp, or pass allow_drop=True to ship it anyway")
+    notes.extend(f"ACCEPTED ACCURACY DROP (allow_drop): {f}" for f in failures)
+    record["status"] = "accepted_drop" if failures else "passed"
+    record["failures"] = failures
+    record["failed_artifacts"] = failed  # shipped past the gate: backend="auto" should not pick these
+    figures["accuracy_gate"] = record
+    return figures
+
+
+def skipped(bundle, config: GateConfig, notes: list[str]) -> dict[str, Any]:
+    reduced = sorted({a.precision for a in bundle.manifest.artifacts} - {"fp32"})
+    notes.append("no validation data given: no accuracy figures"
+                 + (f"; accuracy gate SKIPPED, {'/'.join(reduced).upper()} accuracy unverified" if reduced else ""))
+    return {"accuracy_gate": {"status": "skipped", "max_drop_pp": config.max_drop_pp,
+                              "max_f1_drop_pp": config.max_f1_drop_pp}}

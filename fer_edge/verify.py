@@ -1,0 +1,276 @@
+"""`verify(bundle)`: prove a bundle still computes what its exporter computed, on this machine.
+
+Checks, each reported as passed, failed or skipped (with the reason):
+- files: the sha256 of every file the manifest lists; files the manifest does not list;
+- every backbone artifact: its stamped identity (the ONNX metadata / OpenVINO rt_info digest must
+  be this manifest's `identity_digest`), then the golden inputs run through it: FP32 within the
+  golden tolerance of the torch outputs, FP16/INT8 by top-1 agreement and embedding cosine against
+  the thresholds recorded per artifact at export;
+- every head: its outputs on the golden embeddings against those recorded at export (for the
+  compiled tree head, XGBoost's own outputs), within the recorded tolerance.
+An artifact whose backend cannot run here (TensorRT without a GPU, an engine of another GPU) is
+"skipped", never "passed". Only numpy at import; runtimes are loaded by the checks.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .errors import BundleError, FerEdgeError
+
+IDENTITY_FIELDS = ("name", "version", "labels", "input", "model")
+DIGEST_KEY = "manifest_sha256"  # ONNX metadata_props `fer_edge.manifest_sha256`, OV rt_info fer_edge/manifest_sha256
+STATUSES = ("passed", "failed", "skipped")
+
+
+def identity_digest(manifest: Any) -> str:
+    """sha256 of the canonical JSON of the manifest's identity fields (name, version, labels, input,
+    model). Not of the whole manifest: that lists the artifacts' own hashes, which would make the
+    digest stamped into an artifact depend on the artifact itself."""
+    d = manifest.to_dict() if hasattr(manifest, "to_dict") else dict(manifest)
+    ident = {k: d.get(k) for k in IDENTITY_FIELDS}
+    return hashlib.sha256(json.dumps(ident, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def platform_tag() -> str:
+    """The key of a head's native library for this machine, e.g. 'linux-x86_64'."""
+    return f"{platform.system().lower()}-{platform.machine()}"
+
+
+@dataclass
+class Check:
+    name: str
+    status: str
+    detail: str = ""
+    figures: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class VerifyReport:
+    bundle: str
+    checks: list[Check] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed
+
+    @property
+    def failed(self) -> list[Check]:
+        return [c for c in self.checks if c.status == "failed"]
+
+    def add(self, name: str, status: str, detail: str = "", **figures: Any) -> Check:
+        assert status in STATUSES, status
+        check = Check(name, status, detail, figures)
+        self.checks.append(check)
+        return check
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"bundle": self.bundle, "ok": self.ok, "checks": [asdict(c) for c in self.checks]}
+
+    def lines(self) -> list[str]:
+        out = [f"{c.status.upper():8s} {c.name}: {c.detail}" for c in self.checks]
+        counts = {s: sum(c.status == s for c in self.checks) for s in STATUSES}
+        out.append(f"{'OK' if self.ok else 'FAILED'}: " + ", ".join(f"{n} {s}" for s, n in counts.items()))
+        return out
+
+
+def verify(bundle: Any) -> VerifyReport:
+    """Verify a bundle (folder, zip, packaged name, or an opened Bundle). Raises BundleError only when
+    the manifest itself cannot be read; everything else is a check in the report."""
+    from .bundle import Bundle
+
+    if not isinstance(bundle, Bundle):
+        bundle = Bundle.open(bundle, verify=False)
+    report = VerifyReport(str(bundle.source))
+    _check_files(bundle, report)
+    golden = _golden(bundle, report)
+    digest = identity_digest(bundle.manifest)
+    for art in bundle.manifest.artifacts:
+        _check_artifact(bundle, art, golden, digest, report)
+    for name, head in bundle.manifest.heads.items():
+        _check_head(bundle, name, head, golden, report)
+    return report
+
+
+def _check_files(bundle, report: VerifyReport) -> None:
+    from .bundle import MANIFEST, sha256_file
+
+    problems = []
+    for rel, entry in bundle.manifest.files.items():
+        try:
+            path = bundle.file(rel)
+        except BundleError as e:
+            problems.append(str(e))
+            continue
+        if not path.is_file():
+            problems.append(f"{rel} is missing")
+        elif sha256_file(path) != entry.get("sha256"):
+            problems.append(f"{rel} was altered (sha256 differs from the manifest)")
+    listed = set(bundle.manifest.files)
+    extra = sorted(p.relative_to(bundle.root).as_posix() for p in bundle.root.rglob("*")
+                   if p.is_file() and p.name != MANIFEST and p.relative_to(bundle.root).as_posix() not in listed)
+    problems += [f"{rel} is not listed in the manifest" for rel in extra]
+    n = len(bundle.manifest.files)
+    if problems:
+        report.add("files", "failed", "; ".join(problems), files=n)
+    else:
+        report.add("files", "passed", f"{n} files match their sha256", files=n)
+
+
+def _golden(bundle, report: VerifyReport) -> dict[str, np.ndarray] | None:
+    files = (bundle.manifest.golden or {}).get("files") or {}
+    if not files:
+        report.add("golden", "failed", "the manifest lists no golden tensors: nothing to verify artifacts against")
+        return None
+    try:
+        return {k: np.load(bundle.file(rel), allow_pickle=False) for k, rel in files.items()}
+    except (OSError, ValueError, BundleError) as e:
+        report.add("golden", "failed", f"unreadable golden tensors: {e}")
+        return None
+
+
+def _tolerance(bundle, key: str, precision: str) -> dict[str, float]:
+    g = bundle.manifest.golden or {}
+    return {**(g.get("tolerance") or {}).get(precision, {}), **(g.get("thresholds") or {}).get(key, {})}
+
+
+def _stamped_digest(path, fmt: str) -> tuple[str | None, str]:
+    """(digest stamped in the file or None, how it was read / why not)."""
+    try:
+        if fmt == "onnx":
+            import onnx
+
+            props = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
+            return props.get(f"fer_edge.{DIGEST_KEY}"), "onnx metadata_props"
+        if fmt == "openvino":
+            import openvino as ov
+
+            model = ov.Core().read_model(str(path))
+            if not model.has_rt_info(["fer_edge", DIGEST_KEY]):
+                return None, "openvino rt_info"
+            return model.get_rt_info(["fer_edge", DIGEST_KEY]).astype(str), "openvino rt_info"
+    except ImportError as e:
+        return None, f"cannot read its metadata here ({e})"
+    except Exception as e:  # a corrupt file: the run check below reports it too
+        return None, f"unreadable metadata ({type(e).__name__}: {str(e)[:120]})"
+    return None, f"{fmt} files carry no metadata"
+
+
+def _skip_reason(art) -> str | None:
+    """Why this artifact's backend cannot run here, or None."""
+    from .formats import FORMATS, device_key_of
+    from .runtimes import BACKENDS
+
+    fmt = FORMATS[art.format]
+    cls = BACKENDS.get(fmt.backend)
+    if cls is None:
+        return f"no backend {fmt.backend!r} is registered in this fer_edge"
+    probe = cls.probe()
+    if not probe.usable:
+        return probe.reason
+    if fmt.built_on_device:
+        from .formats import device_key
+        from .runtimes.cuda_probe import cuda_devices
+
+        here = {device_key(d.compute_capability, probe.version or "?") for d in cuda_devices()}
+        if device_key_of(art.path) not in here:
+            return f"engine built for {device_key_of(art.path)}; this machine is {sorted(here) or 'no GPU'}"
+    return None
+
+
+def _check_artifact(bundle, art, golden, digest: str, report: VerifyReport) -> None:
+    from .formats import FORMATS
+
+    name = f"artifact {art.key()}" + (f" ({art.path})" if FORMATS[art.format].built_on_device else "")
+    path = bundle.file(art.path)
+    if not path.is_file():
+        report.add(name, "failed", f"{art.path} is missing")
+        return
+    stamped, how = _stamped_digest(path, art.format)
+    if stamped is not None and stamped != digest:
+        report.add(name, "failed", f"{how} names manifest digest {stamped[:12]}..., this manifest is {digest[:12]}...: "
+                                   "the file belongs to another bundle")
+        return
+    identity = "identity stamped" if stamped else f"no identity stamp ({how})"
+    skip = _skip_reason(art)
+    if skip:
+        report.add(name, "skipped", f"{skip} ({identity})")
+        return
+    if golden is None:
+        report.add(name, "skipped", "no golden tensors")
+        return
+    from .runtimes import select_backend
+
+    try:
+        sel = select_backend(bundle, FORMATS[art.format].backend, precision=art.precision)
+        out = sel.backend.run(golden["input"])
+    except FerEdgeError as e:
+        report.add(name, "failed", f"cannot run: {e}")
+        return
+    m = _compare(golden, out)
+    tol = _tolerance(bundle, art.key(), art.precision)
+    problems = []
+    if "atol" in tol:
+        ref = max(float(np.abs(golden[k]).max()) for k in ("logits", "embedding"))
+        limit = tol["atol"] + tol.get("rtol", 0.0) * ref
+        if not m["max_abs_diff"] <= limit:
+            problems.append(f"max |diff| {m['max_abs_diff']:.3g} > {limit:.3g}")
+    if "min_top1_agreement" in tol and not m["top1_agreement"] >= tol["min_top1_agreement"]:
+        problems.append(f"top-1 agreement {m['top1_agreement']:.3f} < {tol['min_top1_agreement']:.3f}")
+    if "min_embedding_cosine" in tol and not m["min_embedding_cosine"] >= tol["min_embedding_cosine"]:
+        problems.append(f"embedding cosine {m['min_embedding_cosine']:.4f} < {tol['min_embedding_cosine']:.4f}")
+    if not any(k in tol for k in ("atol", "min_top1_agreement", "min_embedding_cosine")):
+        problems.append(f"the manifest records no tolerance for {art.key()}")
+    summary = (f"max |diff| {m['max_abs_diff']:.2g}, top-1 agreement {m['top1_agreement']:.3f}, "
+               f"min embedding cosine {m['min_embedding_cosine']:.4f} on {len(golden['input'])} golden inputs "
+               f"via {sel.name}; {identity}")
+    report.add(name, "failed" if problems else "passed", "; ".join(problems) + (" -- " if problems else "") + summary,
+               **m, tolerance=tol)
+
+
+def _compare(golden: dict[str, np.ndarray], out: dict[str, np.ndarray]) -> dict[str, float]:
+    diff = max(float(np.max(np.abs(np.asarray(out[k], np.float64) - golden[k]))) for k in ("logits", "embedding"))
+    a, b = np.asarray(out["embedding"], np.float64), golden["embedding"].astype(np.float64)
+    cos = np.sum(a * b, axis=1) / np.maximum(np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1), 1e-12)
+    top1 = float(np.mean(np.asarray(out["logits"]).argmax(1) == golden["logits"].argmax(1)))
+    return {"max_abs_diff": diff, "min_embedding_cosine": float(cos.min()), "top1_agreement": top1}
+
+
+def _check_head(bundle, name: str, head: dict[str, Any], golden, report: VerifyReport) -> None:
+    check = f"head {name} ({head.get('kind')})"
+    expected_rel = ((bundle.manifest.golden or {}).get("heads") or {}).get(name)
+    if golden is None or not expected_rel:
+        report.add(check, "failed", "no golden outputs recorded for this head at export")
+        return
+    try:
+        from .runtimes.heads import load_head
+    except ImportError as e:
+        report.add(check, "skipped", f"this fer_edge has no head runtime ({e})")
+        return
+    try:
+        expected = np.load(bundle.file(expected_rel), allow_pickle=False)
+        probs = np.asarray(load_head(bundle, name)(golden["embedding"], golden["logits"]))
+    except (FerEdgeError, OSError, ValueError) as e:
+        libraries = head.get("libraries")
+        if isinstance(e, BundleError) and libraries is not None and platform_tag() not in libraries:
+            # No library for this machine in the bundle (nor built into the cache): cannot run here.
+            report.add(check, "skipped", str(e))
+        else:
+            report.add(check, "failed", f"cannot run: {e}")
+        return
+    tol = float(((bundle.manifest.golden or {}).get("head_atol") or {}).get(name, 1e-5))
+    if probs.shape != expected.shape:
+        report.add(check, "failed", f"outputs have shape {probs.shape}, golden {expected.shape}")
+        return
+    diff = float(np.max(np.abs(probs - expected)))
+    ok = diff <= tol
+    report.add(check, "passed" if ok else "failed",
+               f"max |diff| {diff:.2g} {'<=' if ok else '>'} {tol:g} vs the outputs recorded at export "
+               f"on {len(expected)} golden embeddings", max_abs_diff=diff, atol=tol)
+

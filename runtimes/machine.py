@@ -1,0 +1,37 @@
+"""What machine this is: CPU vendor and model, core count (for ranking and for the selection cache)."""
+
+from __future__ import annotations
+
+import functools
+import os
+import platform
+
+
+@functools.lru_cache(maxsize=1)
+def _cpuinfo() -> dict[str, str]:
+    fields: dict[str, str] = {}
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                fields.setdefault(key.strip(), value.strip())
+    except OSError:
+        pass
+    return fields
+
+
+def cpu_vendor() -> str:
+    """'GenuineIntel', 'AuthenticAMD', ... ('unknown' where /proc/cpuinfo has no vendor, e.g. ARM)."""
+    return _cpuinfo().get("vendor_id", "unknown")
+
+
+def cpu_model() -> str:
+    info = _cpuinfo()
+    return info.get("model name") or info.get("Model") or platform.processor() or platform.machine()
+
+
+def cpu_count() -> int:
+    try:
+        return len(os.sched_getaffinity(0))  # what this process may use, not what the box has
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1

@@ -1,0 +1,245 @@
+"""Which backend runs a bundle: an explicit name, `auto` (ranked) or `fastest` (timed, cached).
+
+- explicit: that backend or an error; never another one.
+- auto: backends ranked by `Backend.preference()` (TensorRT on a CUDA device, then OpenVINO on
+  Intel, then ONNX Runtime); the first whose probe says usable *and* that loads wins; every
+  backend passed over is recorded with the reason. `strict=True`: a usable backend that then
+  fails to load is an error, not a reason to try the next.
+- fastest: every usable (backend, precision) pair is timed briefly at batch 1; the fastest
+  wins and the choice is cached per bundle and machine (`selection_cache`).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import numpy as np
+
+from ..errors import BundleError, FerEdgeError, RuntimeUnavailableError
+from ..formats import FORMATS
+from . import selection_cache
+from .base import BACKENDS, Backend, Probe, get_backend
+
+log = logging.getLogger("fer_edge")
+
+TIMING_WARMUP = 3
+TIMING_RUNS = 30
+
+
+@dataclass
+class Selection:
+    backend: Backend
+    name: str
+    precision: str
+    path: Path
+    reason: str = ""
+    skipped: dict[str, str] = field(default_factory=dict)
+    timings_ms: dict[str, float] = field(default_factory=dict)  # fastest only: "backend/precision" -> median ms
+    cache: str | None = None  # fastest only: "hit", "miss" or "refresh"
+
+    def describe(self) -> dict[str, Any]:
+        d = {"backend": self.name, "precision": self.precision, "artifact": str(self.path), "reason": self.reason,
+             "skipped": self.skipped}
+        if self.timings_ms:
+            d.update(timings_ms=self.timings_ms, cache=self.cache)
+        return d
+
+
+def probe_all() -> dict[str, Probe]:
+    return {name: cls.probe() for name, cls in BACKENDS.items()}
+
+
+def auto_order() -> tuple[list[str], str]:
+    """Backend names in this machine's preference order, and why (each backend's own reason)."""
+    prefs = {name: cls.preference() for name, cls in BACKENDS.items()}
+    order = sorted(BACKENDS, key=lambda n: prefs[n][0])  # stable: registration order breaks ties
+    return order, "; ".join(f"{n}: {prefs[n][1]}" for n in order)
+
+
+def gate_failures(bundle) -> set[str]:
+    """'format/precision' keys shipped past a failed accuracy gate (export with allow_drop)."""
+    gate = bundle.manifest.evaluation.get("accuracy_gate") or {}
+    limit = gate.get("max_drop_pp", 0.5)
+    # Newer exporters list every artifact that failed either bound (accuracy or macro-F1);
+    # older bundles only recorded accuracy drops.
+    failed = set(gate.get("failed_artifacts") or ())
+    return failed | {k for k, drop in (gate.get("drops_pp") or {}).items() if drop > limit}
+
+
+def candidate_precisions(bundle, cls: type[Backend], precision: str) -> list[str]:
+    """Precisions auto/fastest may use: as asked, or every one the bundle holds minus gate failures
+    (a device-built engine inherits its ONNX source's verdict)."""
+    have = list(cls.precisions(bundle))
+    if precision != "auto":
+        return [precision] if precision in have else []
+    failed = gate_failures(bundle)
+    fmt = FORMATS[cls.format]
+    ok = [p for p in have if f"{cls.format}/{p}" not in failed and not (fmt.built_on_device and f"onnx/{p}" in failed)]
+    # FP16 on a CPU backend is compressed weights computed in FP32: no faster, a little less exact.
+    return [p for p in ok if fmt.needs_gpu or p != "fp16"] or ok
+
+
+def pick_precision(bundle, cls: type[Backend], precision: str) -> str:
+    have = list(cls.precisions(bundle))
+    if not have:
+        raise BundleError(f"bundle {bundle.name!r} has no {cls.format} artifact")
+    if precision != "auto":
+        if precision not in have:
+            raise BundleError(f"bundle {bundle.name!r} has no {cls.format} {precision} artifact; it has {have}")
+        return precision
+    ok = candidate_precisions(bundle, cls, "auto")
+    return next((p for p in ("int8", "fp16", "fp32") if p in ok), (ok or have)[0])
+
+
+def load(bundle, name: str, precision: str, *, threads: int | None, device: str | None) -> Selection:
+    cls = get_backend(name)
+    prec = pick_precision(bundle, cls, precision)
+    path = cls.artifact_path(bundle, prec, device)
+    outputs = tuple(bundle.manifest.model["outputs"].values())
+    backend = cls(path, input_name=bundle.manifest.input.input_name, output_names=outputs, threads=threads,
+                  device=device)
+    return Selection(backend, name, prec, path)
+
+
+def _failure(e: Exception) -> str:
+    return str(e) if isinstance(e, FerEdgeError) else f"{type(e).__name__}: {e}"
+
+
+def _candidates(bundle, precision: str, skipped: dict[str, str]) -> Iterator[str]:
+    """Usable backends that hold an artifact for this request, in preference order."""
+    for name in auto_order()[0]:
+        cls = BACKENDS[name]
+        if not candidate_precisions(bundle, cls, precision):
+            what = "" if precision == "auto" else f" {precision}"
+            skipped[name] = f"bundle has no usable {cls.format}{what} artifact"
+            continue
+        probe = cls.probe()
+        if not probe.usable:
+            skipped[name] = probe.reason
+            continue
+        yield name
+
+
+def _none_usable(bundle, skipped: dict[str, str]) -> RuntimeUnavailableError:
+    formats = {a.format for a in bundle.manifest.artifacts}
+    extras = sorted({c.extra for c in BACKENDS.values() if c.format in formats})
+    details = "; ".join(f"{k}: {v}" for k, v in skipped.items())
+    return RuntimeUnavailableError(f"no backend can run bundle {bundle.name!r} here ({details}). Install one of: "
+                                   + ", ".join(f"pip install 'fer-edge[{e}]'" for e in extras))
+
+
+def select_explicit(bundle, backend: str, *, precision: str, threads, device, strict: bool,
+                    refresh: bool) -> Selection:
+    cls = get_backend(backend)
+    probe = cls.probe()
+    if not probe.usable:
+        raise RuntimeUnavailableError(f"backend {backend!r} is not usable here: {probe.reason}. "
+                                      f"Install it with: pip install 'fer-edge[{cls.extra}]'")
+    try:
+        sel = load(bundle, backend, precision, threads=threads, device=device)
+    except FerEdgeError:
+        raise
+    except Exception as e:  # a third-party backend's own exception: still ours to report, never a fallback
+        raise RuntimeUnavailableError(f"backend {backend!r} failed to load: {_failure(e)}") from e
+    sel.reason = f"requested explicitly ({probe.reason})"
+    return sel
+
+
+def select_auto(bundle, *, precision: str, threads, device, strict: bool, refresh: bool) -> Selection:
+    skipped: dict[str, str] = {}
+    order, why = auto_order()
+    for name in _candidates(bundle, precision, skipped):
+        try:
+            sel = load(bundle, name, precision, threads=threads, device=device)
+        except Exception as e:  # imports but cannot run this artifact here
+            if strict:
+                raise RuntimeUnavailableError(f"strict: {name}, the first usable backend in {order}, failed to load "
+                                              f"(not falling back): {_failure(e)}") from e
+            skipped[name] = f"failed to load: {_failure(e)}"
+            continue
+        sel.reason = f"auto: first usable of {order} ({why})"
+        sel.skipped = skipped
+        return sel
+    raise _none_usable(bundle, skipped)
+
+
+def time_backend(backend: Backend, x: np.ndarray, *, warmup: int = TIMING_WARMUP, runs: int = TIMING_RUNS) -> float:
+    """Median milliseconds of `runs` calls after `warmup` calls."""
+    for _ in range(warmup):
+        backend.run(x)
+    times = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        backend.run(x)
+        times.append(time.perf_counter() - t0)
+    return float(np.median(times) * 1000)
+
+
+def select_fastest(bundle, *, precision: str, threads, device, strict: bool, refresh: bool) -> Selection:
+    probes = probe_all()
+    digest = selection_cache.manifest_sha256(bundle)
+    machine = selection_cache.fingerprint(probes, threads=threads, device=device, precision=precision)
+    key = selection_cache.cache_key(digest, machine)
+    entry = None if refresh else selection_cache.lookup(key)
+    if entry is not None:
+        try:
+            sel = load(bundle, entry["backend"], entry["precision"], threads=threads, device=device)
+        except Exception as e:  # the cached winner no longer loads: re-time rather than trust it
+            log.warning("fer_edge: cached fastest choice %s/%s no longer loads (%s); re-timing",
+                        entry["backend"], entry["precision"], _failure(e))
+        else:
+            sel.timings_ms, sel.skipped, sel.cache = entry.get("timings_ms", {}), entry.get("skipped", {}), "hit"
+            sel.reason = (f"fastest: {sel.name}/{sel.precision} at {sel.timings_ms.get(f'{sel.name}/{sel.precision}', 0):.3f}"
+                          f" ms per batch-1 call, timed {entry.get('created', '?')} (cached in {selection_cache.cache_path()})")
+            return sel
+    skipped: dict[str, str] = {}
+    timings: dict[str, float] = {}
+    best: Selection | None = None
+    x = np.random.default_rng(0).random((1, 1, *bundle.manifest.input.size), dtype=np.float32)
+    for name in _candidates(bundle, precision, skipped):
+        for prec in candidate_precisions(bundle, BACKENDS[name], precision):
+            pair = f"{name}/{prec}"
+            try:
+                sel = load(bundle, name, prec, threads=threads, device=device)
+                timings[pair] = time_backend(sel.backend, x)
+            except Exception as e:
+                if strict:
+                    raise RuntimeUnavailableError(f"strict: {pair} is usable here but failed (not falling back): "
+                                                  f"{_failure(e)}") from e
+                skipped[pair] = f"failed: {_failure(e)}"
+                continue
+            if best is None or timings[pair] < timings[f"{best.name}/{best.precision}"]:
+                best = sel  # the losers are dropped as we go: only one loaded model is kept
+    if best is None:
+        raise _none_usable(bundle, skipped)
+    winner = f"{best.name}/{best.precision}"
+    timings = {k: round(v, 4) for k, v in timings.items()}
+    best.timings_ms, best.skipped, best.cache = timings, skipped, "refresh" if refresh else "miss"
+    best.reason = (f"fastest: {winner} at {timings[winner]:.3f} ms per batch-1 call, median of {TIMING_RUNS} "
+                   f"(timed now, threads={threads or 'default'})")
+    selection_cache.store(key, {"backend": best.name, "precision": best.precision, "timings_ms": timings,
+                                "skipped": skipped, "manifest_sha256": digest, "bundle": bundle.name, "machine": machine,
+                                "created": datetime.now(timezone.utc).isoformat(timespec="seconds")})
+    return best
+
+
+STRATEGIES: dict[str, Callable[..., Selection]] = {"auto": select_auto, "fastest": select_fastest}
+
+
+def select_backend(bundle, backend: str = "auto", *, precision: str = "auto", threads: int | None = None,
+                   device: str | None = None, strict: bool = False, refresh: bool = False) -> Selection:
+    """Choose and load the backend for `bundle`; the Selection says what was chosen and why."""
+    strategy = STRATEGIES.get(backend)
+    if strategy is None:
+        sel = select_explicit(bundle, backend, precision=precision, threads=threads, device=device, strict=strict,
+                              refresh=refresh)
+    else:
+        sel = strategy(bundle, precision=precision, threads=threads, device=device, strict=strict, refresh=refresh)
+    log.info("fer_edge: bundle %s runs on %s/%s: %s%s", bundle.name, sel.name, sel.precision, sel.reason,
+             f"; skipped: {sel.skipped}" if sel.skipped else "")
+    return sel

@@ -1,0 +1,326 @@
+"""Backend selection: auto ranking, honest probes, explicit/strict never falling back, fastest + its cache.
+
+Runs on a copy of the packaged `tiny` bundle (ONNX + OpenVINO, FP32 + INT8; no torch needed). Fake
+backends registered here wrap a real ONNX Runtime session, so what they return is real."""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import time
+import types
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import fer_edge
+from fer_edge import InputError, RuntimeUnavailableError
+from fer_edge.bundle import PACKAGED_DIR, Bundle, write_manifest
+from fer_edge.manifest import Artifact
+from fer_edge.runtimes import BACKENDS, Backend, Probe, auto_order, cuda_probe, select_backend
+from fer_edge.runtimes import openvino as ov_backend
+from fer_edge.runtimes.onnxruntime import OnnxRuntimeBackend
+from fer_edge.runtimes.selection_cache import cache_path
+from fer_edge.runtimes.tensorrt import TensorRTBackend
+
+
+@pytest.fixture(autouse=True)
+def private_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("FER_EDGE_CACHE", str(tmp_path / "cache"))
+
+
+@pytest.fixture
+def bundle_dir(tmp_path) -> Path:
+    return Path(shutil.copytree(PACKAGED_DIR / "tiny", tmp_path / "tiny"))
+
+
+def fake_backend(name: str, *, rank: int = -1, usable: bool = True, load_error: Exception | None = None,
+                 delay: float = 0.0) -> type[Backend]:
+    """A backend that imports fine; its probe, load and speed are what the test says."""
+
+    class Fake(Backend):
+        format = "onnx"
+        extra = f"{name}-extra"
+        module = name
+        loads = 0
+
+        @classmethod
+        def probe(cls) -> Probe:
+            return Probe(usable, f"{name}: probe says {'usable' if usable else 'no device here'}", "1.0",
+                         ("cpu",) if usable else ())
+
+        @classmethod
+        def preference(cls) -> tuple[int, str]:
+            return rank, f"{name} ranked {rank} by the test"
+
+        def __init__(self, path, *, input_name, output_names, threads=None, device=None):
+            type(self).loads += 1
+            if load_error is not None:
+                raise load_error
+            self.inner = OnnxRuntimeBackend(path, input_name=input_name, output_names=output_names, threads=1)
+
+        def run(self, batch):
+            time.sleep(delay)
+            return self.inner.run(batch)
+
+        def describe(self):
+            return {"backend": name, "device": "cpu"}
+
+    Fake.name = name
+    return Fake
+
+
+@pytest.fixture
+def register(monkeypatch):
+    def add(*classes: type[Backend], only: bool = False) -> None:
+        if only:  # leave just these: the real backends would win any race against a sleeping fake
+            for real in list(BACKENDS):
+                monkeypatch.delitem(BACKENDS, real)
+        for cls in classes:
+            monkeypatch.setitem(BACKENDS, cls.name, cls)
+
+    return add
+
+
+def test_auto_order_is_gpu_then_openvino_on_intel_then_onnxruntime(monkeypatch):
+    order, why = auto_order()
+    assert order[0] == "tensorrt" and "CUDA" in why
+    monkeypatch.setattr(ov_backend, "cpu_vendor", lambda: "GenuineIntel")
+    assert auto_order()[0][1:] == ["openvino", "onnxruntime"]
+    monkeypatch.setattr(ov_backend, "cpu_vendor", lambda: "AuthenticAMD")
+    assert auto_order()[0][1:] == ["onnxruntime", "openvino"]
+
+
+def test_auto_skips_a_backend_that_imports_and_probes_usable_but_cannot_load(bundle_dir, register, caplog):
+    broken = fake_backend("broken", load_error=RuntimeError("simulated: provider failed to initialise"))
+    register(broken)
+    with caplog.at_level(logging.INFO, logger="fer_edge"):
+        rec = fer_edge.Recognizer(bundle_dir)
+    d = rec.describe()
+    assert broken.loads == 1 and rec.backend == auto_order()[0][2]  # tensorrt, broken... then the first real CPU one
+    assert d["skipped"]["broken"] == "failed to load: RuntimeError: simulated: provider failed to initialise"
+    assert d["reason"].startswith("auto: first usable of ['broken', 'tensorrt'")
+    assert any(rec.backend in r.getMessage() and "auto" in r.getMessage() for r in caplog.records)
+
+
+def test_explicit_or_strict_never_falls_back(bundle_dir, register):
+    broken = fake_backend("broken", load_error=RuntimeError("simulated: provider failed to initialise"))
+    register(broken)
+    with pytest.raises(RuntimeUnavailableError, match="'broken' failed to load: RuntimeError: simulated"):
+        fer_edge.Recognizer(bundle_dir, "broken")
+    with pytest.raises(RuntimeUnavailableError, match="strict: broken.*not falling back.*simulated"):
+        fer_edge.Recognizer(bundle_dir, strict=True)
+    with pytest.raises(RuntimeUnavailableError, match="strict: broken/fp32 is usable here but failed"):
+        fer_edge.Recognizer(bundle_dir, "fastest", strict=True)
+
+
+def test_a_backend_whose_probe_says_unusable_is_never_loaded(bundle_dir, register):
+    absent = fake_backend("absent", usable=False)
+    register(absent)
+    rec = fer_edge.Recognizer(bundle_dir)
+    assert rec.describe()["skipped"]["absent"] == "absent: probe says no device here" and absent.loads == 0
+    with pytest.raises(RuntimeUnavailableError, match=r"no device here.*fer-edge\[absent-extra\]"):
+        fer_edge.Recognizer(bundle_dir, "absent")
+    assert absent.loads == 0
+
+
+def test_strict_auto_still_skips_what_is_not_usable_here(bundle_dir, register):
+    register(fake_backend("absent", usable=False))
+    rec = fer_edge.Recognizer(bundle_dir, strict=True)  # not usable is not a fallback: nothing was tried
+    assert rec.backend in ("onnxruntime", "openvino") and "absent" in rec.describe()["skipped"]
+
+
+def test_nothing_usable_lists_every_reason_and_the_extras(bundle_dir, register):
+    register(fake_backend("absent", usable=False), only=True)
+    with pytest.raises(RuntimeUnavailableError, match=r"absent: absent: probe says no device here.*fer-edge\[absent-extra\]"):
+        fer_edge.Recognizer(bundle_dir)
+
+
+# --- TensorRT: an importable module is not a usable device ---------------------------------------------
+
+
+def test_tensorrt_that_imports_without_a_cuda_device_is_refused(bundle_dir, monkeypatch):
+    lean = types.SimpleNamespace(__version__="10.3.0")
+    monkeypatch.setattr(cuda_probe, "import_tensorrt", lambda builder=False: (lean, "tensorrt_lean"))
+    monkeypatch.setattr(cuda_probe, "cuda_status", lambda: ([], "cuInit failed with CUDA error 100"))
+    probe = TensorRTBackend.probe()
+    assert not probe.usable and "tensorrt_lean 10.3.0 importable but no CUDA device" in probe.reason
+    with pytest.raises(RuntimeUnavailableError, match="importable but no CUDA device: cuInit failed"):
+        fer_edge.Recognizer(bundle_dir, "tensorrt")
+    assert "cuInit failed" in fer_edge.Recognizer(bundle_dir).describe()["skipped"]["tensorrt"]
+
+
+def test_tensorrt_probe_is_honest_on_this_machine(bundle_dir):
+    probe = TensorRTBackend.probe()
+    if probe.usable:
+        pytest.skip(f"TensorRT is usable here ({probe.reason}); the refusal is covered by the simulated test")
+    with pytest.raises(RuntimeUnavailableError, match="not usable here"):
+        fer_edge.Recognizer(bundle_dir, "tensorrt")
+    assert fer_edge.Recognizer(bundle_dir).describe()["skipped"]["tensorrt"] == probe.reason
+
+
+def test_tensorrt_engine_is_looked_up_for_this_gpu_and_version(bundle_dir, monkeypatch):
+    import fer_edge.runtimes.tensorrt as trt_backend
+
+    engine = bundle_dir / "backbone/tensorrt/sm_87-trt10.3.0/model.fp16.engine"
+    engine.parent.mkdir(parents=True)
+    engine.write_bytes(b"an engine for a Jetson Orin")
+    b = Bundle.open(bundle_dir)
+    b.manifest.artifacts.append(Artifact("tensorrt", "fp16", engine.relative_to(bundle_dir).as_posix()))
+    write_manifest(bundle_dir, b.manifest)
+    b = Bundle.open(bundle_dir)
+    orin = cuda_probe.CudaDevice(0, "Orin", (8, 7))
+    monkeypatch.setattr(trt_backend, "target_key", lambda device: (orin, "sm_87-trt10.3.0"))
+    assert TensorRTBackend.artifact_path(b, "fp16", None) == engine
+    assert TensorRTBackend.precisions(b) == ("fp16", "fp32")  # fp32 can be built from the ONNX
+    with pytest.raises(RuntimeUnavailableError, match="no TensorRT int8 engine for sm_87-trt10.3.0.*build-engine"):
+        TensorRTBackend.artifact_path(b, "int8", None)
+    h100 = cuda_probe.CudaDevice(0, "H100", (9, 0))
+    monkeypatch.setattr(trt_backend, "target_key", lambda device: (h100, "sm_90-trt10.3.0"))
+    if cuda_probe.probe_tensorrt(builder=True).usable:
+        pytest.skip("a real TensorRT builder is here: building is covered by the tensorrt-marked test")
+    with pytest.raises(RuntimeUnavailableError, match="cannot build TensorRT engines on this machine"):
+        TensorRTBackend.artifact_path(b, "fp16", None)  # no engine for this GPU: build it ... where possible
+
+
+@pytest.mark.tensorrt
+def test_tensorrt_builds_on_first_use_caches_and_matches_onnxruntime(bundle_dir, tmp_path):
+    if not cuda_probe.probe_tensorrt(builder=True).usable:
+        pytest.skip(f"needs TensorRT with its builder and a CUDA device: {cuda_probe.probe_tensorrt(builder=True).reason}")
+    x = np.load(bundle_dir / "golden" / "input.npy")
+    rec = fer_edge.Recognizer(bundle_dir, "tensorrt", precision="fp32")
+    assert Path(rec.describe()["artifact"]).is_relative_to(tmp_path / "cache" / "tensorrt")
+    ref = fer_edge.Recognizer(bundle_dir, "onnxruntime", precision="fp32")._run(x)
+    np.testing.assert_allclose(rec._run(x)["logits"], ref["logits"], atol=1e-3)
+
+
+# --- device requests ------------------------------------------------------------------------------------
+
+
+def test_onnxruntime_refuses_a_gpu_provider_it_does_not_have_or_cannot_start(bundle_dir, monkeypatch):
+    import onnxruntime as ort
+
+    real = ort.get_available_providers()
+    if "CUDAExecutionProvider" in real:
+        pytest.skip("this onnxruntime has a CUDA provider")
+    with pytest.raises(RuntimeUnavailableError, match="has no CUDAExecutionProvider.*onnxruntime-gpu"):
+        fer_edge.Recognizer(bundle_dir, "onnxruntime", device="cuda")
+    # Listed is not proof: with the provider "listed", ORT quietly builds a CPU session; we refuse it.
+    monkeypatch.setattr(ort, "get_available_providers", lambda: ["CUDAExecutionProvider", *real])
+    with warnings.catch_warnings(), pytest.raises(RuntimeUnavailableError, match="could not start it on cuda:0"):
+        warnings.simplefilter("ignore")  # ORT's own "not in available provider names" warning
+        fer_edge.Recognizer(bundle_dir, "onnxruntime", device="cuda")
+    with pytest.raises(InputError, match="onnxruntime device must be one of"):
+        fer_edge.Recognizer(bundle_dir, "onnxruntime", device="gpu0")
+    d = fer_edge.Recognizer(bundle_dir, "onnxruntime", device="cpu").describe()
+    assert d["device"] == "cpu" and d["providers"] == ["CPUExecutionProvider"]
+
+
+@pytest.mark.openvino
+def test_openvino_devices_are_checked_and_described(bundle_dir):
+    import openvino as ov
+
+    core = ov.Core()
+    if "NPU" not in core.available_devices:
+        with pytest.raises(RuntimeUnavailableError, match=r"device 'NPU' not available; devices here: \['CPU'"):
+            fer_edge.Recognizer(bundle_dir, "openvino", device="npu")
+    d = fer_edge.Recognizer(bundle_dir, "openvino", device="AUTO").describe()
+    assert d["device"] == "AUTO" and d["device_names"]
+    real = next(iter(d["device_names"]))
+    assert d["device_names"][real] == core.get_property(real, "FULL_DEVICE_NAME")
+
+
+# --- fastest ----------------------------------------------------------------------------------------------
+
+
+def test_fastest_times_each_pair_picks_the_fastest_and_caches_it(bundle_dir, register):
+    fast, slow = fake_backend("fast", delay=0.002), fake_backend("slow", delay=0.008)
+    register(slow, fast, only=True)
+    rec = fer_edge.Recognizer(bundle_dir, "fastest", threads=1)
+    d = rec.describe()
+    assert rec.backend == "fast" and d["cache"] == "miss"
+    assert set(d["timings_ms"]) == {"fast/fp32", "fast/int8", "slow/fp32", "slow/int8"}
+    assert max(d["timings_ms"][f"fast/{p}"] for p in ("fp32", "int8")) < min(
+        d["timings_ms"][f"slow/{p}"] for p in ("fp32", "int8"))
+    assert d["timings_ms"][f"fast/{rec.precision}"] == min(d["timings_ms"].values())
+    entries = json.loads(cache_path().read_text())["entries"]
+    assert [(e["backend"], e["precision"]) for e in entries.values()] == [("fast", rec.precision)]
+    assert rec.predict_proba(np.full((1, 48, 48), 128, np.uint8)).shape == (1, 7)  # the winner really runs
+
+    loads = slow.loads
+    again = fer_edge.Recognizer(bundle_dir, "fastest", threads=1)
+    assert (again.backend, again.precision, again.describe()["cache"]) == ("fast", rec.precision, "hit")
+    assert slow.loads == loads and "cached in" in again.describe()["reason"]  # nothing re-timed
+
+    fresh = fer_edge.Recognizer(bundle_dir, "fastest", threads=1, refresh=True)
+    assert fresh.describe()["cache"] == "refresh" and slow.loads == loads + 2
+
+    assert fer_edge.Recognizer(bundle_dir, "fastest", threads=2).describe()["cache"] == "miss"  # another request
+
+
+def test_fastest_cache_is_invalidated_when_the_bundle_changes(bundle_dir, register):
+    register(fake_backend("fast", delay=0.001), only=True)
+    assert fer_edge.Recognizer(bundle_dir, "fastest").describe()["cache"] == "miss"
+    assert fer_edge.Recognizer(bundle_dir, "fastest").describe()["cache"] == "hit"
+    m = json.loads((bundle_dir / "manifest.json").read_text())
+    m["description"] += " (re-exported)"
+    (bundle_dir / "manifest.json").write_text(json.dumps(m))
+    assert fer_edge.Recognizer(bundle_dir, "fastest").describe()["cache"] == "miss"
+
+
+def test_fastest_skips_what_fails_and_survives_a_corrupt_cache(bundle_dir, register):
+    register(fake_backend("fast", delay=0.001), fake_backend("broken", load_error=OSError("simulated")), only=True)
+    cache_path().parent.mkdir(parents=True)
+    cache_path().write_text("{not json")
+    d = fer_edge.Recognizer(bundle_dir, "fastest").describe()
+    assert d["backend"] == "fast" and d["skipped"]["broken/fp32"] == "failed: OSError: simulated"
+    assert json.loads(cache_path().read_text())["entries"]  # rewritten
+
+
+def test_fastest_on_the_real_backends_skips_int8_that_failed_the_gate(bundle_dir):
+    m = json.loads((bundle_dir / "manifest.json").read_text())
+    m["evaluation"]["accuracy_gate"]["drops_pp"]["onnx/int8"] = 2.0
+    (bundle_dir / "manifest.json").write_text(json.dumps(m))
+    rec = fer_edge.Recognizer(bundle_dir, "fastest", threads=1)
+    timings = rec.describe()["timings_ms"]
+    assert "onnxruntime/fp32" in timings and "onnxruntime/int8" not in timings
+    assert timings[f"{rec.backend}/{rec.precision}"] == min(timings.values())
+
+
+def test_unknown_strategy_or_backend_names_the_choices(bundle_dir):
+    with pytest.raises(InputError, match=r"unknown backend 'quickest'.*'auto', 'fastest'"):
+        select_backend(Bundle.open(bundle_dir), "quickest")
+
+
+def test_info_reports_devices_per_backend():
+    from fer_edge.info import info
+
+    data = info()
+    assert "CPUExecutionProvider" in data["backends"]["onnxruntime"]["providers"]
+    if data["backends"]["openvino"]["usable"]:
+        assert "CPU" in data["backends"]["openvino"]["device_names"]
+    trt = data["backends"]["tensorrt"]
+    assert trt["usable"] == cuda_probe.probe_tensorrt().usable and trt["reason"]
+    assert isinstance(data["cuda"]["devices"], list) and data["cuda"]["reason"]
+
+
+def test_cli_predict_fastest_and_info(bundle_dir, capsys):
+    from fer_edge.cli import main
+    from fer_edge.demo import sample_faces
+
+    image = str(sample_faces()[0])
+    for cache in ("miss", "hit"):
+        assert main(["predict", image, "--model", str(bundle_dir), "--backend", "fastest", "--threads", "1",
+                     "--head", "in_graph", "--json"]) == 0
+        model = json.loads(capsys.readouterr().out)["model"]
+        assert model["cache"] == cache and model["head"]["kind"] == "in_graph" and "fastest" in model["reason"]
+    import onnxruntime as ort
+
+    if "CUDAExecutionProvider" not in ort.get_available_providers():  # an explicit device never falls back
+        assert main(["predict", image, "--model", str(bundle_dir), "--backend", "onnxruntime", "--device", "cuda"]) == 4
+    assert main(["info"]) == 0
+    out = capsys.readouterr().out
+    assert "\ncuda: " in out and "providers: [" in out and "tensorrt" in out

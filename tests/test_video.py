@@ -1,0 +1,127 @@
+"""Video: a generated clip through `fer-edge video`, image folders, the IoU tracker and its smoothing."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from fer_edge.detect import DETECTORS
+from fer_edge.errors import DataError, InputError
+from fer_edge.video import (
+    IouTracker,
+    VideoConfig,
+    open_source,
+    run_video,
+    synthetic_clip,
+)
+
+N_FRAMES = 16
+
+
+def _need(name: str) -> None:
+    ok, why = DETECTORS[name].probe()
+    if not ok:
+        pytest.skip(f"detector {name!r} is not usable here: {why} (CI installs it with .[all])")
+
+
+@pytest.fixture(scope="module")
+def clip_path(tmp_path_factory):
+    """An .avi written with OpenCV: one FER2013 sample face gliding across the frame."""
+    cv2 = pytest.importorskip("cv2", reason="writing the test clip needs OpenCV (the video extra)")
+    path = tmp_path_factory.mktemp("clip") / "moving_face.avi"
+    frames = list(synthetic_clip(N_FRAMES))
+    h, w = frames[0].shape[:2]
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10.0, (w, h))
+    assert writer.isOpened()
+    for f in frames:
+        writer.write(f)
+    writer.release()
+    return path
+
+
+def test_cli_video_json_on_a_generated_clip(clip_path, tmp_path, capsys):
+    _need("yunet")
+    cv2 = pytest.importorskip("cv2")
+    from fer_edge.cli import main
+
+    out = tmp_path / "annotated.mp4"
+    assert main(["video", str(clip_path), "--json", "--threads", "1", "--smooth", "0.6", "--out", str(out)]) == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    frames, summary = lines[:-1], lines[-1]["summary"]
+    assert [r["frame"] for r in frames] == list(range(N_FRAMES))
+    assert all(len(r["faces"]) == 1 for r in frames)  # the face is found in every frame
+    assert {r["faces"][0]["track"] for r in frames} == {1}  # and followed as one track
+    xs = [r["faces"][0]["box"][0] for r in frames]
+    assert xs == sorted(xs) and xs[-1] - xs[0] > 200  # moving left to right, as generated
+    face = frames[-1]["faces"][0]
+    assert set(face) >= {"track", "box", "detection_score", "landmarks", "label", "score", "probs", "smoothed"}
+    assert sum(face["smoothed"]["probs"].values()) == pytest.approx(1.0, abs=1e-4)
+    assert summary["frames"] == N_FRAMES and summary["tracks"] == 1 and summary["faces"] == N_FRAMES
+    assert summary["fps"] > 0 and summary["ms_per_frame"]["detect"] > 0
+    cap = cv2.VideoCapture(str(out))
+    count = 0
+    while cap.read()[0]:
+        count += 1
+    cap.release()
+    assert count == N_FRAMES
+
+
+def test_smoothing_is_an_exponential_moving_average_per_track():
+    tr = IouTracker(iou=0.3, max_age=1, smoothing=0.75)
+    a, b = np.eye(3, dtype=np.float32)[0], np.eye(3, dtype=np.float32)[1]
+    t1 = tr.update(0, [(10, 10, 50, 50)], [a])[0]
+    t2 = tr.update(1, [(14, 12, 50, 50)], [b])[0]  # overlaps: same track
+    assert t2.id == t1.id == 1
+    np.testing.assert_allclose(t2.probs, 0.75 * a + 0.25 * b)
+    far = tr.update(2, [(300, 300, 50, 50), (16, 12, 50, 50)], [a, b])
+    assert [t.id for t in far] == [2, 1]  # a new face gets a new id; the old one keeps its id
+    tr.update(5, [], [])  # unseen for more than max_age frames: tracks end
+    assert tr.tracks == {}
+    assert tr.update(6, [(16, 12, 50, 50)], [a])[0].id == 3
+
+
+def test_unsmoothed_tracks_report_the_frame_probabilities():
+    tr = IouTracker(smoothing=0.0)
+    a, b = np.eye(2, dtype=np.float32)
+    tr.update(0, [(0, 0, 10, 10)], [a])
+    np.testing.assert_array_equal(tr.update(1, [(0, 0, 10, 10)], [b])[0].probs, b)
+
+
+def test_image_folder_source_in_name_order(tmp_path):
+    _need("yunet")
+    from PIL import Image
+
+    frames = list(synthetic_clip(3))
+    for i, f in zip((2, 0, 1), frames):
+        Image.fromarray(f[:, :, ::-1]).save(tmp_path / f"frame_{i}.png")
+    (tmp_path / "notes.txt").write_text("not an image")
+    records = []
+    summary = run_video(tmp_path, config=VideoConfig(detector="yunet"), on_frame=records.append, threads=1)
+    assert [r["source"] for r in records] == ["frame_0.png", "frame_1.png", "frame_2.png"]
+    assert summary["source"] == "folder" and summary["frames"] == 3
+    assert all(len(r["faces"]) == 1 for r in records)
+
+
+def test_frames_from_python_and_synthetic_sources(tmp_path):
+    _need("yunet")
+    records = []
+    summary = run_video(iter(synthetic_clip(30)), on_frame=records.append, threads=1,
+                        config=VideoConfig(max_frames=3))
+    assert summary["frames"] == 3 and summary["source"] == "frames" and summary["tracks"] == 1
+    src = open_source("synthetic:2")
+    assert [name for name, _ in src.frames] == ["synthetic#0", "synthetic#1"]
+
+
+def test_bad_sources_and_settings_are_clear_errors(tmp_path):
+    with pytest.raises(DataError, match="not found"):
+        open_source(tmp_path / "missing.mp4")
+    with pytest.raises(DataError, match="no images"):
+        open_source(tmp_path)
+    with pytest.raises(InputError, match="synthetic:N"):
+        open_source("synthetic:abc")
+    with pytest.raises(InputError, match="iterable of uint8 frames"):
+        open_source(3.5)
+    with pytest.raises(InputError, match="smoothing"):
+        VideoConfig(smoothing=1.0)
