@@ -227,20 +227,22 @@ def tiny_fer(num_classes: int = 7, in_channels: int = 1, dropout: float = 0.1) -
 
 @register_model
 def nano_fer(num_classes: int = 7, in_channels: int = 1, dropout: float = 0.1) -> FerNet:
-    """The latency-first edge net for the <= 0.3 ms-per-crop target (issue 6): a strided 3x3 stem
-    straight to 24x24, one depthwise-separable layer there, then inverted-residual blocks at
-    12x12 and 6x6 (expansion 4). Meant to be trained by distillation from `base`; about a quarter
-    of tiny_fer's MACs (benchmarks/arch_latency.py measures both)."""
+    """The latency-first edge net for the <= 0.3 ms-per-crop INT8 target (issue 6): 132,471
+    params, ~9 MMAC at 48x48. A strided stem straight to 24x24, then one plain 3x3 conv per
+    resolution (24, 12, 6) doubling the width, and a 1x1 to a 256-d embedding.
+
+    Plain convolutions, not inverted residuals: at batch 1 on one core, per-layer overhead, not
+    arithmetic, sets the latency of nets this small, and an inverted-residual variant with a
+    third of tiny_fer's MACs still took 0.45 ms in INT8 against 0.25 ms for this one
+    (benchmarks/arch_latency.py, docs/benchmarks.md). Meant to be trained by distillation from
+    `base` (recipe `tiny`)."""
     features = nn.Sequential(
-        conv_bn(in_channels, 24, 3, stride=2),  # 24x24
-        conv_bn(24, 24, 3, groups=24),
-        conv_bn(24, 48, 1),
+        conv_bn(in_channels, 16, 3, stride=2),  # 24x24
+        conv_bn(16, 32, 3),
         nn.MaxPool2d(2),  # 12x12
-        InvertedResidual(48, 48, expand=4),
-        InvertedResidual(48, 64, expand=4),
+        conv_bn(32, 64, 3),
         nn.MaxPool2d(2),  # 6x6
-        InvertedResidual(64, 128, expand=4),
-        InvertedResidual(128, 128, expand=4),
+        conv_bn(64, 128, 3),
         conv_bn(128, 256, 1),
     )
     return FerNet(features, 256, num_classes, dropout=dropout, min_size=8)
