@@ -77,6 +77,7 @@ class TrainConfig:
     sampler: str = "random"  # random (a permutation per epoch) | balanced (equal expected count per class)
     limit_per_class: int | None = None  # quick checks on a slice
     tta: str = "none"  # test-time augmentation for validation: none | flip | ten_crop
+    test_tta: str | None = None  # the final test's extra mode (besides plain); None = `tta`
     tta_crop: float = 0.9  # ten_crop: side of each crop as a fraction of `size`
     test_at_end: bool = False  # evaluate best.pt on the test split when training ends (written to test.json)
     # machine
@@ -87,6 +88,11 @@ class TrainConfig:
     amp: str = "auto"  # auto (bf16 autocast on CUDA, fp32 on CPU) | bf16 | off
     compile: str = "off"  # off, a torch.compile mode (default, max-autotune, ...) or backend (inductor, aot_eager)
     time_budget_min: float | None = None  # stop cleanly (checkpoint saved) before this many minutes
+    # The cosine schedule runs over the time budget instead of `epochs` (then only a cap): a run
+    # that shares a GPU with others, or whose speed is unknown, still anneals fully in its slot.
+    # Wall-clock driven, so not bit-reproducible (resume continues from the saved elapsed time).
+    schedule_by_time: bool = False
+    ema_decay: float = 0.0  # > 0: validate, keep and test an exponential moving average of the weights
 
     def __post_init__(self) -> None:
         for name, allowed in CHOICES.items():
@@ -101,6 +107,8 @@ class TrainConfig:
             raise InputError(f"training options must be positive: {bad}")
         if self.median_filter and (self.median_filter < 3 or self.median_filter % 2 == 0):
             raise InputError(f"median_filter must be 0 (off) or an odd kernel size >= 3, got {self.median_filter}")
+        if self.test_tta is not None and self.test_tta not in CHOICES["tta"]:
+            raise InputError(f"training option test_tta={self.test_tta!r} is not one of {list(CHOICES['tta'])}")
         if not 0 < self.tta_crop <= 1:
             raise InputError(f"tta_crop is a fraction of the input side in (0, 1], got {self.tta_crop}")
         if self.regime == "scratch" and self.pretrained:
@@ -110,6 +118,11 @@ class TrainConfig:
             raise InputError("transfer_epochs (frozen epochs before unfreezing) needs regime 'finetune'")
         if self.loss == "distill" and not self.distill_teacher:
             raise InputError("loss 'distill' needs distill_teacher (a checkpoint .pt or a bundle)")
+        if self.schedule_by_time and (self.time_budget_min is None or self.schedule != "cosine"):
+            raise InputError("schedule_by_time stretches the cosine schedule over time_budget_min: it needs "
+                             "schedule 'cosine' and a time_budget_min")
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise InputError(f"ema_decay must be 0 (off) or in (0, 1), got {self.ema_decay}")
         if self.time_budget_min is not None and self.time_budget_min <= 0:
             raise InputError(f"time_budget_min must be positive minutes, got {self.time_budget_min}")
 

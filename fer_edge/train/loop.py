@@ -28,6 +28,7 @@ from ..metrics import classification_report
 from . import distributed as ddp
 from .augment import augment, median_filter
 from .config import TrainConfig
+from .ema import EMA
 from .models import FerNet, WithEmbedding, count_params, create_model, set_trainable
 from .progress import Progress
 from .sampling import epoch_indices, rank_share
@@ -76,7 +77,10 @@ def predict_logits(model: FerNet, images: torch.Tensor, cfg: TrainConfig, batch:
     return predict_tta(model, images, cfg, "none", batch=batch, channels_last=cfg.channels_last).numpy()
 
 
-def checkpoint_payload(model: FerNet, cfg: TrainConfig, **extra: Any) -> dict[str, Any]:
+def checkpoint_payload(model: FerNet, cfg: TrainConfig, weights: dict[str, torch.Tensor] | None = None,
+                       **extra: Any) -> dict[str, Any]:
+    """`weights` replaces the model's own state (the EMA's average, when that is what was validated)."""
+    weights = model.state_dict() if weights is None else weights
     return {
         "format": CHECKPOINT_FORMAT,
         "fer_edge": __version__,
@@ -87,7 +91,7 @@ def checkpoint_payload(model: FerNet, cfg: TrainConfig, **extra: Any) -> dict[st
         "params": count_params(model),
         "input": cfg.input_spec,
         "config": cfg.to_dict(),
-        "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "model": {k: v.detach().cpu() for k, v in weights.items()},
         **extra,
     }
 
@@ -140,16 +144,45 @@ def is_better(value: float, best: float | None, name: str) -> bool:
     return best is None or (value < best if metric_mode(name) == "min" else value > best)
 
 
-def lr_factor(step: int, steps_per_epoch: int, cfg: TrainConfig, plateau_scale: float = 1.0) -> float:
+def lr_factor(step: int, steps_per_epoch: int, cfg: TrainConfig, plateau_scale: float = 1.0,
+              progress: float | None = None) -> float:
     """Multiplier of the base learning rate at optimizer step `step`: linear warmup, then the
-    schedule's shape (cosine to zero, or flat), times the plateau reductions so far."""
+    schedule's shape (cosine to zero, or flat), times the plateau reductions so far. `progress`
+    (0..1, from a `BudgetClock`) replaces the step count as the cosine's position."""
     warm = cfg.warmup_epochs * steps_per_epoch
     if step < warm:
         return (step + 1) / warm * plateau_scale
     if cfg.schedule == "cosine":
-        total = cfg.epochs * steps_per_epoch
-        return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warm) / max(1, total - warm))))
+        if progress is None:
+            total = cfg.epochs * steps_per_epoch
+            progress = (step - warm) / max(1, total - warm)
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
     return plateau_scale
+
+
+class BudgetClock:
+    """Training progress as a fraction of the time budget (schedule_by_time): the span is the
+    budget less what this call spent before training (data, model) and a reserve for one more
+    epoch and the final test, re-estimated after every epoch from the epochs' own durations.
+    `elapsed` is the training time of earlier calls (--resume): the budget covers the whole run."""
+
+    def __init__(self, cfg: TrainConfig, t_start: float, elapsed: float = 0.0):
+        self.budget = (cfg.time_budget_min or 0.0) * 60
+        self.test_at_end = cfg.test_at_end
+        self.t0 = time.time() - elapsed
+        self.pre = time.time() - t_start
+        self.reserve = 10.0
+
+    def elapsed(self) -> float:
+        return time.time() - self.t0
+
+    def observe(self, epoch_seconds: list[float]) -> None:
+        typical = max(epoch_seconds[1:] or epoch_seconds)
+        self.reserve = 1.1 * typical + (2 * epoch_seconds[-1] if self.test_at_end else 0) + 5.0
+
+    def progress(self) -> float:
+        span = self.budget - self.pre - self.reserve
+        return self.elapsed() / max(span, 1e-6)
 
 
 def compile_module(module: torch.nn.Module, spec: str) -> torch.nn.Module:
@@ -344,11 +377,14 @@ def _train(cfg: TrainConfig, env: ddp.DistEnv, device: torch.device, *, resume: 
     criterion = build_criterion_for(cfg, train_set.labels, device)
     opt = build_optimizer(model, cfg)
     plateau = Plateau(metric_mode(cfg.plateau_metric), cfg.plateau_patience, cfg.plateau_factor)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, steps_per_epoch, cfg, plateau.scale))
+    clock: BudgetClock | None = None
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(
+        s, steps_per_epoch, cfg, plateau.scale, clock.progress() if clock is not None else None))
     step = TrainStep(model, criterion, opt, sched, cfg, device, aug_gen, env, amp=amp)
+    ema = EMA(model, cfg.ema_decay) if cfg.ema_decay else None
     reference = centroid_reference(cfg, train_set.images, train_set.labels)
 
-    start_epoch, best, best_value, stale = 0, {}, None, 0
+    start_epoch, best, best_value, stale, elapsed_before = 0, {}, None, 0, 0.0
     if resume:
         state = torch.load(last_path, map_location="cpu", weights_only=True)
         if "best_value" not in state or not isinstance(state.get("rng"), list):
@@ -369,6 +405,12 @@ def _train(cfg: TrainConfig, env: ddp.DistEnv, device: torch.device, *, resume: 
                 "but its random streams differ from an uninterrupted one")
         _set_rng_state(rngs[env.rank % len(rngs)], data_gen, aug_gen, device)
         start_epoch, best, best_value, stale = state["epoch"], state["best"], state["best_value"], state["stale"]
+        if ema is not None:
+            if "ema" not in state:
+                raise InputError(f"{last_path} has no EMA state but ema_decay={cfg.ema_decay}: resume with the "
+                                 "options it was started with")
+            ema.load_state_dict(state["ema"])
+        elapsed_before = float(state.get("train_seconds", 0.0))
         log(f"resumed from {last_path} after epoch {start_epoch}")
     if env.is_main:
         kept = _read_metrics(metrics_path, start_epoch) if resume else []
@@ -378,6 +420,8 @@ def _train(cfg: TrainConfig, env: ddp.DistEnv, device: torch.device, *, resume: 
         f"{f' x {env.world_size} processes' if env.enabled else ''}, amp {'bf16' if amp else 'off'}, "
         f"{steps_per_epoch} steps of {batch} per epoch")
 
+    if cfg.schedule_by_time:
+        clock = BudgetClock(cfg, t_start, elapsed_before)
     phase, stop, epoch_seconds = None, None, []
     for epoch in range(start_epoch, cfg.epochs):
         t_epoch = time.time()
@@ -396,6 +440,8 @@ def _train(cfg: TrainConfig, env: ddp.DistEnv, device: torch.device, *, resume: 
             idx = rank_share(order[s], env.rank, env.world_size)
             y = y_train[idx]
             loss, logits, _ = step(x_train[idx], y)
+            if ema is not None:
+                ema.update()
             sums += torch.stack([loss.double() * len(y), (logits.argmax(1) == y).sum().double(),
                                  torch.tensor(float(len(y)), device=device, dtype=torch.float64)])
             if bar.active and (s % 20 == 0 or s == steps_per_epoch - 1):  # a sync, so not every step
@@ -406,7 +452,8 @@ def _train(cfg: TrainConfig, env: ddp.DistEnv, device: torch.device, *, resume: 
 
         decision = None
         if env.is_main:
-            val = evaluate_split(model, x_val, val_set.labels, cfg, cfg.tta, amp, reference)
+            with ema.applied(model) if ema is not None else contextlib.nullcontext():
+                val = evaluate_split(model, x_val, val_set.labels, cfg, cfg.tta, amp, reference)
             row = {"epoch": epoch + 1, "train_loss": loss_sum / seen, "train_accuracy": correct / seen,
                    "val_accuracy": val["accuracy"], "val_macro_f1": val["macro_f1"], "val_loss": val["loss"],
                    "lr": opt.param_groups[0]["lr"], "seconds": time.time() - t_epoch,
@@ -427,20 +474,23 @@ def _train(cfg: TrainConfig, env: ddp.DistEnv, device: torch.device, *, resume: 
         rngs = ddp.gather(_rng_state(data_gen, aug_gen, device), env)
         if env.is_main:
             if improved:
-                save_atomic(checkpoint_payload(model, cfg, epoch=epoch + 1, val=decision["val"], command=command),
-                            best_path)
+                save_atomic(checkpoint_payload(model, cfg, ema.shadow if ema is not None else None, epoch=epoch + 1,
+                                               val=decision["val"], command=command), best_path)
             with open(metrics_path, "a") as f:
                 f.write(json.dumps(row) + "\n")
             save_atomic({**checkpoint_payload(model, cfg, epoch=epoch + 1, command=command),
                          "optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "plateau": asdict(plateau),
                          "rng": rngs, "best": best, "best_value": best_value, "stale": stale,
-                         "world_size": env.world_size}, last_path)
+                         "world_size": env.world_size, "train_seconds": clock.elapsed() if clock else 0.0,
+                         **({"ema": ema.state_dict()} if ema is not None else {})}, last_path)
         epoch_seconds.append(time.time() - t_epoch)
+        if clock is not None:
+            clock.observe(epoch_seconds)
         log(f"epoch {epoch + 1}/{cfg.epochs}: loss {row['train_loss']:.4f} train acc {row['train_accuracy']:.4f} "
             f"val acc {row['val_accuracy']:.4f} macro-F1 {row['val_macro_f1']:.4f} val loss {row['val_loss']:.4f} "
             f"lr {row['lr']:.4g} ({row['seconds']:.1f} s, {row['images_per_s']:.0f} img/s){' *' if improved else ''}")
 
-        stop = _stop_reason(cfg, row, stale, epoch_seconds, t_start)
+        stop = _stop_reason(cfg, row, stale, epoch_seconds, t_start, clock)
         stop = ddp.broadcast(stop, env)
         if stop:
             log(stop)
@@ -454,7 +504,11 @@ def _train(cfg: TrainConfig, env: ddp.DistEnv, device: torch.device, *, resume: 
     return result
 
 
-def _stop_reason(cfg: TrainConfig, row: dict, stale: int, epoch_seconds: list[float], t_start: float) -> str | None:
+def _stop_reason(cfg: TrainConfig, row: dict, stale: int, epoch_seconds: list[float], t_start: float,
+                 clock: BudgetClock | None = None) -> str | None:
+    if clock is not None and clock.progress() >= 1.0:
+        return (f"schedule complete: the cosine ran over the {cfg.time_budget_min}-min budget "
+                f"({row['epoch']} epochs, {clock.elapsed() / 60:.1f} min of training)")
     if cfg.early_stop_patience and stale >= cfg.early_stop_patience:
         return f"early stop: no {cfg.monitor} improvement for {stale} epochs"
     if cfg.stop_at_val_accuracy is not None and row["val_accuracy"] >= cfg.stop_at_val_accuracy:
@@ -484,7 +538,7 @@ def _final_test(cfg: TrainConfig, device: torch.device, amp: bool, log, referenc
         model = model.to(memory_format=torch.channels_last)
     x_test = torch.from_numpy(test_set.images).unsqueeze(1).to(device)
     results = {}
-    for mode in dict.fromkeys(("none", cfg.tta)):
+    for mode in dict.fromkeys(("none", cfg.tta, cfg.test_tta or cfg.tta)):
         r = evaluate_split(model, x_test, test_set.labels, cfg, mode, amp, reference)
         results[mode] = r
         log(f"test ({len(test_set)} images, best.pt from epoch {best['epoch']}, tta {mode}): accuracy "

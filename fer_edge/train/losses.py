@@ -299,12 +299,28 @@ def load_teacher(path: str | os.PathLike, device) -> Teacher:
     `path` is a fer-edge checkpoint (.pt: the network is rebuilt, in eval mode, without gradients,
     fed with the checkpoint's own input normalisation and size) or a bundle folder / zip (its FP32
     ONNX run by ONNX Runtime on the CPU, preprocessed exactly as the bundle's runtime does)."""
+    if isinstance(path, str) and "," in path:
+        return _ensemble_teacher([load_teacher(p.strip(), device) for p in path.split(",") if p.strip()])
     path = Path(path)
     if path.is_dir() or (path.is_file() and path.suffix.lower() in (".zip", ".ferb")):
         return _bundle_teacher(path, torch.device(device))
     if path.is_file():
         return _checkpoint_teacher(path, torch.device(device))
     raise InputError(f"teacher not found: {path} (expected a fer-edge checkpoint .pt or a bundle folder)")
+
+
+def _ensemble_teacher(teachers: list[Teacher]) -> Teacher:
+    """Several teachers as one: the mean of their logits (a distillation target that is better
+    calibrated and more accurate than any one member's)."""
+    if not teachers:
+        raise InputError("distill_teacher lists no teacher")
+
+    @torch.no_grad()
+    def teacher(x: torch.Tensor) -> torch.Tensor:
+        return torch.stack([t(x).float() for t in teachers]).mean(0)
+
+    teacher.source = ",".join(getattr(t, "source", "?") for t in teachers)  # type: ignore[attr-defined]
+    return teacher
 
 
 def _check_batch(x: torch.Tensor) -> None:
@@ -320,6 +336,8 @@ def _checkpoint_teacher(path: Path, device: torch.device) -> Teacher:
     except FerEdgeError as e:
         raise InputError(f"teacher: {e}") from e
     model = model.to(device).eval()
+    if device.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
     for p in model.parameters():
         p.requires_grad_(False)
     spec = meta["input"]
@@ -332,7 +350,12 @@ def _checkpoint_teacher(path: Path, device: torch.device) -> Teacher:
         z = (x.to(device).float() * scale - mean) / std
         if tuple(z.shape[-2:]) != size:
             z = F.interpolate(z, size=size, mode="bilinear", align_corners=False, antialias=True)
-        return model(z)
+        if device.type != "cuda":
+            return model(z)
+        # On a GPU the teacher's forward costs as much as the student's step: bf16 halves it, and
+        # soft targets at T >= 1 do not need float32 logits.
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            return model(z.contiguous(memory_format=torch.channels_last)).float()
 
     teacher.source = str(path)  # type: ignore[attr-defined]
     return teacher

@@ -236,16 +236,53 @@ def nano_fer(num_classes: int = 7, in_channels: int = 1, dropout: float = 0.1) -
     third of tiny_fer's MACs still took 0.45 ms in INT8 against 0.25 ms for this one
     (benchmarks/arch_latency.py, docs/benchmarks.md). Meant to be trained by distillation from
     `base` (recipe `tiny`)."""
-    features = nn.Sequential(
-        conv_bn(in_channels, 16, 3, stride=2),  # 24x24
-        conv_bn(16, 32, 3),
+    return _nano(in_channels, num_classes, dropout, (16, 32, 64, 128), 256)
+
+
+def _nano(in_channels: int, num_classes: int, dropout: float, widths: tuple[int, int, int, int], embed: int,
+          deep: bool = False) -> FerNet:
+    """The nano family's layout (module indices are the checkpoint keys of `nano_fer`: keep them).
+    `deep` adds one more 3x3 conv at 12x12 and at 6x6, after the layers `nano_fer` has."""
+    a, b, c, d = widths
+    layers = [
+        conv_bn(in_channels, a, 3, stride=2),  # 24x24
+        conv_bn(a, b, 3),
         nn.MaxPool2d(2),  # 12x12
-        conv_bn(32, 64, 3),
+        conv_bn(b, c, 3),
         nn.MaxPool2d(2),  # 6x6
-        conv_bn(64, 128, 3),
-        conv_bn(128, 256, 1),
-    )
-    return FerNet(features, 256, num_classes, dropout=dropout, min_size=8)
+        conv_bn(c, d, 3),
+        conv_bn(d, embed, 1),
+    ]
+    if deep:
+        layers.insert(4, conv_bn(c, c, 3))  # 12x12
+        layers.insert(7, conv_bn(d, d, 3))  # 6x6
+    return FerNet(nn.Sequential(*layers), embed, num_classes, dropout=dropout, min_size=8)
+
+
+# Wider and deeper points of the same family: the accuracy / latency trade-off of the edge model
+# (docs/models.md). Each is a registered name, so its checkpoints rebuild without options.
+@register_model
+def nano_fer_m(num_classes: int = 7, in_channels: int = 1, dropout: float = 0.1) -> FerNet:
+    """1.5x the widths of nano_fer (24-48-96-192, 384-d embedding)."""
+    return _nano(in_channels, num_classes, dropout, (24, 48, 96, 192), 384)
+
+
+@register_model
+def nano_fer_l(num_classes: int = 7, in_channels: int = 1, dropout: float = 0.1) -> FerNet:
+    """2x the widths of nano_fer (32-64-128-256, 512-d embedding)."""
+    return _nano(in_channels, num_classes, dropout, (32, 64, 128, 256), 512)
+
+
+@register_model
+def nano_fer_d(num_classes: int = 7, in_channels: int = 1, dropout: float = 0.1) -> FerNet:
+    """nano_fer's widths with one more 3x3 conv at 12x12 and at 6x6."""
+    return _nano(in_channels, num_classes, dropout, (16, 32, 64, 128), 256, deep=True)
+
+
+@register_model
+def nano_fer_md(num_classes: int = 7, in_channels: int = 1, dropout: float = 0.1) -> FerNet:
+    """nano_fer_m's widths, deep."""
+    return _nano(in_channels, num_classes, dropout, (24, 48, 96, 192), 384, deep=True)
 
 
 @register_model
