@@ -189,7 +189,7 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, data: str | os.PathLike, 
     from .data import load_dataset
     from .export import input_spec
     from .export.checkpoint import load_checkpoint
-    from .train.embeddings import _relabel, forward_with_embeddings, input_median
+    from .train.embeddings import _relabel, forward_with_embeddings
 
     if threads:
         import torch
@@ -201,7 +201,7 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, data: str | os.PathLike, 
     faces = load_dataset(data, split, size=tuple(spec.size), limit_per_class=limit_per_class)
     y = _relabel(faces.labels, faces.classes, labels)
     t0 = time.perf_counter()
-    logits, embeddings = forward_with_embeddings(model, faces.images, spec, median=input_median(meta),
+    logits, embeddings = forward_with_embeddings(model, faces.images, spec,
                                                  batch_size=batch_size)
     scores = {"torch/fp32": (_softmax(logits), time.perf_counter() - t0)}
     if tta != "none":
