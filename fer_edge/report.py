@@ -187,8 +187,7 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, data: str | os.PathLike, 
     if tta not in TTA_MODES:
         raise InputError(f"tta must be one of {TTA_MODES}, got {tta!r}")
     from .data import load_dataset
-    from .export import input_spec
-    from .export.checkpoint import load_checkpoint
+    from .train.checkpoint import input_spec, load_checkpoint
     from .train.embeddings import _relabel, forward_with_embeddings
 
     if threads:

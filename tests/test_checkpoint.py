@@ -57,3 +57,46 @@ def test_median_checkpoint_embeddings_equal_the_exported_graph(median_checkpoint
     scale = float(np.abs(bundle_embedding).max())
     assert scale > 1e-2  # trained weights: the embedding depends on the input
     np.testing.assert_allclose(ours.features, bundle_embedding, atol=1e-5 * scale, rtol=1e-4)
+
+
+@pytest.mark.parametrize("median", [0, 3, 5])
+def test_torch_twin_equals_numpy_preprocess(median):
+    from fer_edge.preprocess import InputSpec, preprocess
+    from fer_edge.train.preprocess import to_model_input
+
+    faces = synthetic_faceset(per_class=2, seed=3)
+    spec = InputSpec(scale=1 / 255, mean=(0.5,), std=(0.25,), median=median)
+    ours = to_model_input(torch.from_numpy(faces.images).unsqueeze(1), spec).numpy()
+    np.testing.assert_allclose(ours, preprocess(faces.images, spec), rtol=0, atol=1e-6)
+
+
+def test_torch_twin_refuses_what_it_cannot_take():
+    from fer_edge.errors import InputError
+    from fer_edge.preprocess import InputSpec
+    from fer_edge.train.preprocess import to_model_input
+
+    with pytest.raises(InputError, match="uint8"):
+        to_model_input(torch.zeros(2, 1, 48, 48), InputSpec())
+    with pytest.raises(InputError, match=r"size \(48, 48\)"):
+        to_model_input(torch.zeros(2, 1, 40, 40, dtype=torch.uint8), InputSpec())
+
+
+def test_one_input_spec_from_config_checkpoint_and_input_dict(median_checkpoint):
+    from fer_edge.errors import ExportError, InputError
+    from fer_edge.export import input_spec as export_input_spec
+    from fer_edge.preprocess import InputSpec
+    from fer_edge.train.checkpoint import CHECKPOINT_FORMAT, input_spec, load_checkpoint
+    from fer_edge.train.config import TrainConfig
+
+    _, meta = load_checkpoint(median_checkpoint)
+    assert meta["format"] == CHECKPOINT_FORMAT
+    spec = input_spec(meta)
+    assert spec == InputSpec(scale=1 / 255, mean=(0.5,), std=(0.25,), median=3)
+    assert input_spec(meta["input"]) == spec == export_input_spec(meta) == input_spec(spec)
+    assert input_spec(TrainConfig(median_filter=3)) == spec
+    with pytest.raises(InputError, match="not a valid input spec"):
+        input_spec({"size": [48, 48], "mean": [0.5], "std": [0.0]})
+    with pytest.raises(ExportError, match="not a valid input spec"):
+        export_input_spec({"input": {"size": "big"}})
+    with pytest.raises(InputError, match="TrainConfig"):
+        input_spec(42)

@@ -68,7 +68,7 @@ def forward_with_embeddings(model, images: np.ndarray, spec, *, batch_size: int 
     (`spec`, the checkpoint's InputSpec: its median filter, if any, included)."""
     import torch
 
-    from ..preprocess import preprocess
+    from .preprocess import to_model_input
 
     if len(images) == 0:
         raise InputError("no images to embed")
@@ -77,7 +77,7 @@ def forward_with_embeddings(model, images: np.ndarray, spec, *, batch_size: int 
     with torch.inference_mode(), pool_hook(model) as captured:
         for start in range(0, len(images), batch_size):
             chunk = images[start : start + batch_size]
-            x = torch.from_numpy(preprocess(chunk, spec))
+            x = to_model_input(torch.from_numpy(np.ascontiguousarray(chunk)).unsqueeze(1), spec)
             captured.clear()
             logits.append(model(x).float().numpy())
             if len(captured) != 1:
@@ -152,8 +152,7 @@ def embed_split(checkpoint: str | os.PathLike, data: str | os.PathLike, split: s
                     return EmbeddingSet(z["features"], z["labels"], tuple(str(c) for c in z["classes"]), sha, split)
 
     from ..data import load_dataset
-    from ..export.checkpoint import load_checkpoint
-    from ..export import input_spec
+    from .checkpoint import input_spec, load_checkpoint
 
     if threads:
         import torch

@@ -313,7 +313,7 @@ def _check_batch(x: torch.Tensor) -> None:
 
 
 def _checkpoint_teacher(path: Path, device: torch.device) -> Teacher:
-    from ..export.checkpoint import load_checkpoint
+    from .checkpoint import load_checkpoint
 
     try:
         model, meta = load_checkpoint(path)
