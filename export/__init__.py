@@ -27,7 +27,7 @@ from .card import model_card
 from .checkpoint import load_checkpoint
 from .gate import GateConfig, evaluate_artifacts, gate, skipped
 from .golden import compare, read_golden, write_golden
-from .heads import HEAD_ATOL, add_head, find_head, head_val_figures, reference_probabilities
+from .head_packaging import HEAD_ATOL, add_head, find_head, head_val_figures, reference_probabilities
 from .onnx2fp16 import onnx2fp16
 from .onnx2int8 import onnx2int8
 from .onnx2openvino import onnx2openvino
@@ -125,7 +125,7 @@ def export_bundle(
     model, meta = load_checkpoint(checkpoint)
     head_src = None
     if head is not None:
-        from .heads import check_head
+        from .head_packaging import check_head
 
         head_src = find_head(head, checkpoint, head_path)
         check_head(head_src, meta, checkpoint)  # a head that does not fit the backbone is refused before any work

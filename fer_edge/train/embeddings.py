@@ -21,6 +21,7 @@ from typing import Any, Callable, Iterator
 import numpy as np
 
 from ..errors import DataError, InputError
+from ..labels import relabel
 
 CACHE_VERSION = 1
 
@@ -163,7 +164,7 @@ def embed_split(checkpoint: str | os.PathLike, data: str | os.PathLike, split: s
     faces = load_dataset(data, split, size=tuple(spec.size), limit_per_class=limit_per_class)
     _, features = forward_with_embeddings(model, faces.images, spec, batch_size=batch_size,
                                           progress=_progress_printer(f"{data.name} [{split}]") if log else None)
-    labels = _relabel(faces.labels, faces.classes, meta["labels"])
+    labels = relabel(faces.labels, faces.classes, meta["labels"], whose="checkpoint")
     result = EmbeddingSet(features, labels, tuple(meta["labels"]), sha, split)
     if cache is not None:
         cache.parent.mkdir(parents=True, exist_ok=True)
@@ -174,12 +175,3 @@ def embed_split(checkpoint: str | os.PathLike, data: str | os.PathLike, split: s
         if log:
             log(f"cached {features.shape[0]} x {features.shape[1]} embeddings in {cache}")
     return result
-
-
-def _relabel(labels: np.ndarray, classes: tuple[str, ...], model_labels: list[str]) -> np.ndarray:
-    """Dataset class indices -> the checkpoint's label indices, matched by name."""
-    missing = [c for c in classes if c not in model_labels]
-    if missing:
-        raise DataError(f"dataset classes {missing} are not among the checkpoint's labels {model_labels}")
-    table = np.array([model_labels.index(c) for c in classes], dtype=np.int64)
-    return table[labels]
