@@ -27,7 +27,7 @@ from .card import model_card
 from .checkpoint import load_checkpoint
 from .gate import GateConfig, evaluate_artifacts, gate, skipped
 from .golden import compare, read_golden, write_golden
-from .heads import HEAD_ATOL, add_head, find_head, head_val_figures, reference_probabilities
+from .head_packaging import HEAD_ATOL, add_head, find_head, head_val_figures, reference_probabilities
 from .onnx2fp16 import onnx2fp16
 from .onnx2int8 import onnx2int8
 from .onnx2openvino import onnx2openvino
@@ -125,7 +125,7 @@ def export_bundle(
     model, meta = load_checkpoint(checkpoint)
     head_src = None
     if head is not None:
-        from .heads import check_head
+        from .head_packaging import check_head
 
         head_src = find_head(head, checkpoint, head_path)
         check_head(head_src, meta, checkpoint)  # a head that does not fit the backbone is refused before any work
@@ -281,21 +281,10 @@ def _check_choice(targets: Iterable[str], precisions: Iterable[str]) -> tuple[tu
 
 
 def input_spec(meta: dict[str, Any]):
-    """The bundle's InputSpec from the checkpoint's `input` entry (size, scale, mean, std)."""
-    from ..preprocess import InputSpec
+    """The bundle's InputSpec from the checkpoint's `input` entry (parsed by train.checkpoint, its owner)."""
+    from ..train.checkpoint import input_spec as checkpoint_input_spec
 
-    inp = meta.get("input") or {}
-
-    def floats(v: Any) -> tuple[float, ...]:
-        return tuple(float(x) for x in (v if isinstance(v, (list, tuple)) else [v]))
-
-    try:
-        size = inp.get("size", (48, 48))
-        size = (int(size), int(size)) if isinstance(size, (int, float)) else tuple(int(s) for s in size)
-        return InputSpec(size=size, scale=float(inp.get("scale", 1 / 255)), mean=floats(inp.get("mean", 0.0)),
-                         std=floats(inp.get("std", 1.0)), median=int(inp.get("median", 0) or 0), input_name=INPUT)
-    except Exception as e:
-        raise ExportError(f"checkpoint input entry {inp!r} is not a valid input spec: {e}") from e
+    return checkpoint_input_spec(meta, error=ExportError)
 
 
 def _load_faces(source: Any):

@@ -31,7 +31,7 @@ def record_evaluation(bundle_dir: str | os.PathLike, result: dict[str, Any], *, 
                       key: str | None = None) -> str:
     """Store `result` (from fer_edge.evaluate.evaluate_matrix) under manifest.evaluation[key]."""
     from ..bundle import Bundle, write_manifest
-    from . import model_card
+    from .card import model_card
 
     root = Path(bundle_dir)
     if not root.is_dir():

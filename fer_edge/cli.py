@@ -72,7 +72,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     from .errors import InputError
 
     if args.checkpoint:
-        from .report import evaluate_checkpoint, public
+        from .train.report import evaluate_checkpoint, public
 
         if args.model or args.record:
             raise InputError("--checkpoint evaluates a torch checkpoint; it cannot be combined with --model or --record")
@@ -114,7 +114,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def _cmd_fit_head(args: argparse.Namespace) -> int:
-    from .train.heads import fit_head
+    from .train.head_fitting import fit_head
 
     meta = fit_head(args.checkpoint, args.kind, args.data, out=args.out, search=args.search, params=args.params,
                     limit_per_class=args.limit_per_class, test=args.test, n_jobs=args.n_jobs, seed=args.seed,
@@ -129,7 +129,7 @@ def _cmd_fit_head(args: argparse.Namespace) -> int:
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
-    from .report import make_report
+    from .train.report import make_report
 
     result = make_report(args.run, args.data, args.split, tta=args.tta, out=args.out,
                          limit_per_class=args.limit_per_class, threads=args.threads, command=_command_line(args))

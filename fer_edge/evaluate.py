@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from .data import FaceSet, load_dataset
-from .errors import DataError
+from .labels import relabel
 from .metrics import classification_report
 
 
@@ -21,10 +21,7 @@ def evaluate(recognizer, data: FaceSet | str | os.PathLike, split: str | None = 
     """
     faces = data if isinstance(data, FaceSet) else load_dataset(data, split)
     labels = list(recognizer.labels)
-    missing = [c for c in faces.classes if c not in labels]
-    if missing:
-        raise DataError(f"dataset classes {missing} are not among the model's labels {labels}")
-    y_true = np.array([labels.index(faces.classes[i]) for i in faces.labels])
+    y_true = relabel(faces.labels, faces.classes, labels)
     t0 = time.perf_counter()
     probs = np.concatenate([recognizer.predict_proba(faces.images[i : i + batch_size])
                             for i in range(0, len(faces), batch_size)])

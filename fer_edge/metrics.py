@@ -91,3 +91,12 @@ def one_vs_rest_roc(y_true: np.ndarray, scores: np.ndarray, num_classes: int) ->
         aucs.append(None if np.isnan(auc) else auc)
     defined = [a for a in aucs if a is not None]
     return {"auc": aucs, "macro_auc": float(np.mean(defined)) if defined else None, "curves": curves}
+
+
+def scores_report(y_true: np.ndarray, scores: np.ndarray, labels: Sequence[str]) -> dict:
+    """classification_report of argmax(scores) plus one-vs-rest AUC per class and its macro mean."""
+    report = classification_report(y_true, scores.argmax(1), labels)
+    roc = one_vs_rest_roc(y_true, scores, len(labels))
+    report["auc"] = dict(zip(labels, roc["auc"]))
+    report["macro_auc"] = roc["macro_auc"]
+    return report

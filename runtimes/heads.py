@@ -20,6 +20,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from ..errors import BundleError, FerEdgeError, InputError
+from ..probabilities import softmax
 from .head_build import ABI, build_library, cached_library, platform_tag
 
 __all__ = [
@@ -34,12 +35,6 @@ __all__ = [
     "register_head",
     "softmax",
 ]
-
-
-def softmax(z: np.ndarray) -> np.ndarray:
-    z = z - z.max(axis=1, keepdims=True)  # exp of the largest term is 1: no overflow
-    e = np.exp(z)
-    return (e / e.sum(axis=1, keepdims=True)).astype(np.float32, copy=False)
 
 
 def _matrix(x: Any, width: int, what: str, *, allow_nan: bool = False) -> np.ndarray:

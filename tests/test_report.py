@@ -11,7 +11,7 @@ import pytest
 
 from conftest import synthetic_faceset
 from fer_edge.metrics import one_vs_rest_roc, roc_auc, roc_curve
-from fer_edge.report import distance_summary, pairwise_distances
+from fer_edge.train.report import distance_summary, pairwise_distances
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -84,7 +84,7 @@ def test_pairwise_distances_by_hand():
 
 def test_plots_are_valid_pngs(tmp_path):
     pytest.importorskip("matplotlib")
-    from fer_edge.report import plot_confusion, plot_distances, plot_roc, plot_training_curves
+    from fer_edge.train.report import plot_confusion, plot_distances, plot_roc, plot_training_curves
 
     rng = np.random.default_rng(1)
     labels = ["a", "b", "c"]
@@ -109,7 +109,7 @@ def test_checkpoint_evaluation_equals_the_fp32_bundle(tiny_checkpoint, tiny_bund
     from fer_edge.cli import main
     from fer_edge.evaluate import evaluate
     from fer_edge.recognizer import Recognizer
-    from fer_edge.report import evaluate_checkpoint
+    from fer_edge.train.report import evaluate_checkpoint
 
     bundle = evaluate(Recognizer(tiny_bundle, "onnxruntime", precision="fp32"), faces_folder, "test")
     ours = evaluate_checkpoint(tiny_checkpoint, faces_folder, "test", threads=1)
@@ -133,7 +133,7 @@ def test_tta_flip_averages_the_mirrored_views(tiny_checkpoint, faces_folder):
     torch = pytest.importorskip("torch")
     from fer_edge.data import load_dataset
     from fer_edge.export.checkpoint import load_checkpoint
-    from fer_edge.report import evaluate_checkpoint
+    from fer_edge.train.report import evaluate_checkpoint
 
     r = evaluate_checkpoint(tiny_checkpoint, faces_folder, "test", tta="flip", threads=1)
     assert set(r["runs"]) == {"torch/fp32", "torch/fp32+flip"} and r["runs"]["torch/fp32+flip"]["tta"] == "flip"
@@ -151,7 +151,7 @@ def run_with_heads(tiny_checkpoint, faces, tmp_path):
     """A run folder (best.pt, metrics.jsonl, a linear and an svm head) and a train/val/test tree."""
     from PIL import Image
 
-    from fer_edge.train.heads import fit_head
+    from fer_edge.train.head_fitting import fit_head
 
     data = tmp_path / "data"
     sets = {"train": faces, "val": synthetic_faceset(per_class=4, seed=11), "test": synthetic_faceset(per_class=4, seed=12)}

@@ -21,6 +21,7 @@ from typing import Any, Callable, Iterator
 import numpy as np
 
 from ..errors import DataError, InputError
+from ..labels import relabel
 
 CACHE_VERSION = 1
 
@@ -62,14 +63,13 @@ def pool_hook(model) -> Iterator[list]:
         handle.remove()
 
 
-def forward_with_embeddings(model, images: np.ndarray, spec, *, median: int = 0, batch_size: int = 256,
+def forward_with_embeddings(model, images: np.ndarray, spec, *, batch_size: int = 256,
                             progress: Callable[[int, int], None] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(logits, embeddings) of uint8 face crops (N, H, W), preprocessed exactly as a bundle does
-    (`spec`), after the median filter the checkpoint was trained with (`median`: kernel, 0 = off)."""
+    (`spec`, the checkpoint's InputSpec: its median filter, if any, included)."""
     import torch
 
-    from ..preprocess import preprocess
-    from .augment import median_filter
+    from .preprocess import to_model_input
 
     if len(images) == 0:
         raise InputError("no images to embed")
@@ -78,9 +78,7 @@ def forward_with_embeddings(model, images: np.ndarray, spec, *, median: int = 0,
     with torch.inference_mode(), pool_hook(model) as captured:
         for start in range(0, len(images), batch_size):
             chunk = images[start : start + batch_size]
-            if median:
-                chunk = median_filter(torch.from_numpy(np.ascontiguousarray(chunk)).unsqueeze(1), median)[:, 0].numpy()
-            x = torch.from_numpy(preprocess(chunk, spec))
+            x = to_model_input(torch.from_numpy(np.ascontiguousarray(chunk)).unsqueeze(1), spec)
             captured.clear()
             logits.append(model(x).float().numpy())
             if len(captured) != 1:
@@ -91,9 +89,9 @@ def forward_with_embeddings(model, images: np.ndarray, spec, *, median: int = 0,
     return np.concatenate(logits), np.concatenate(embeddings).astype(np.float32)
 
 
-def extract_embeddings(model, images: np.ndarray, spec, *, median: int = 0, batch_size: int = 256) -> np.ndarray:
+def extract_embeddings(model, images: np.ndarray, spec, *, batch_size: int = 256) -> np.ndarray:
     """(N, feature_dim) float32 embeddings of uint8 face crops (N, H, W)."""
-    return forward_with_embeddings(model, images, spec, median=median, batch_size=batch_size)[1]
+    return forward_with_embeddings(model, images, spec, batch_size=batch_size)[1]
 
 
 def _data_fingerprint(data: Path, split: str | None) -> str:
@@ -155,8 +153,7 @@ def embed_split(checkpoint: str | os.PathLike, data: str | os.PathLike, split: s
                     return EmbeddingSet(z["features"], z["labels"], tuple(str(c) for c in z["classes"]), sha, split)
 
     from ..data import load_dataset
-    from ..export.checkpoint import load_checkpoint
-    from ..export import input_spec
+    from .checkpoint import input_spec, load_checkpoint
 
     if threads:
         import torch
@@ -165,9 +162,9 @@ def embed_split(checkpoint: str | os.PathLike, data: str | os.PathLike, split: s
     model, meta = load_checkpoint(checkpoint)
     spec = input_spec(meta)
     faces = load_dataset(data, split, size=tuple(spec.size), limit_per_class=limit_per_class)
-    _, features = forward_with_embeddings(model, faces.images, spec, median=input_median(meta), batch_size=batch_size,
+    _, features = forward_with_embeddings(model, faces.images, spec, batch_size=batch_size,
                                           progress=_progress_printer(f"{data.name} [{split}]") if log else None)
-    labels = _relabel(faces.labels, faces.classes, meta["labels"])
+    labels = relabel(faces.labels, faces.classes, meta["labels"], whose="checkpoint")
     result = EmbeddingSet(features, labels, tuple(meta["labels"]), sha, split)
     if cache is not None:
         cache.parent.mkdir(parents=True, exist_ok=True)
@@ -178,17 +175,3 @@ def embed_split(checkpoint: str | os.PathLike, data: str | os.PathLike, split: s
         if log:
             log(f"cached {features.shape[0]} x {features.shape[1]} embeddings in {cache}")
     return result
-
-
-def input_median(meta: dict[str, Any]) -> int:
-    """The median-filter kernel a checkpoint was trained with (its `input.median`; 0 = none)."""
-    return int((meta.get("input") or {}).get("median", 0) or 0)
-
-
-def _relabel(labels: np.ndarray, classes: tuple[str, ...], model_labels: list[str]) -> np.ndarray:
-    """Dataset class indices -> the checkpoint's label indices, matched by name."""
-    missing = [c for c in classes if c not in model_labels]
-    if missing:
-        raise DataError(f"dataset classes {missing} are not among the checkpoint's labels {model_labels}")
-    table = np.array([model_labels.index(c) for c in classes], dtype=np.int64)
-    return table[labels]

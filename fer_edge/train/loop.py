@@ -27,14 +27,15 @@ from ..labels import EMOTIONS
 from ..metrics import classification_report
 from . import distributed as ddp
 from .augment import augment, median_filter
+from .checkpoint import CHECKPOINT_FORMAT, checkpoint_payload, input_spec, save_atomic  # noqa: F401 (re-exported)
 from .config import TrainConfig
 from .ema import EMA
 from .models import FerNet, WithEmbedding, count_params, create_model, set_trainable
+from .preprocess import scale, standardise
 from .progress import Progress
 from .sampling import epoch_indices, rank_share
 from .tta import predict_tta
 
-CHECKPOINT_FORMAT = "fer-edge-checkpoint"
 FER2013_TRAIN_IMAGES = 28709  # for epoch-time projections
 
 
@@ -61,39 +62,14 @@ def use_amp(cfg: TrainConfig, device: torch.device) -> bool:
     return True
 
 
-def save_atomic(obj: Any, path: Path) -> None:
-    """Write to a temporary file and rename, so a kill never leaves a half-written checkpoint."""
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-
-
 def to_input(x_uint8: torch.Tensor, cfg: TrainConfig) -> torch.Tensor:
-    return (x_uint8.float() / 255.0 - cfg.mean) / cfg.std
+    spec = input_spec(cfg)
+    return standardise(scale(x_uint8, spec), spec)
 
 
 def predict_logits(model: FerNet, images: torch.Tensor, cfg: TrainConfig, batch: int = 512) -> np.ndarray:
     """images: (N, 1, H, W) uint8 -> logits (no test-time augmentation) as numpy."""
     return predict_tta(model, images, cfg, "none", batch=batch, channels_last=cfg.channels_last).numpy()
-
-
-def checkpoint_payload(model: FerNet, cfg: TrainConfig, weights: dict[str, torch.Tensor] | None = None,
-                       **extra: Any) -> dict[str, Any]:
-    """`weights` replaces the model's own state (the EMA's average, when that is what was validated)."""
-    weights = model.state_dict() if weights is None else weights
-    return {
-        "format": CHECKPOINT_FORMAT,
-        "fer_edge": __version__,
-        "arch": model.arch,
-        "num_classes": len(EMOTIONS),
-        "labels": list(EMOTIONS),
-        "feature_dim": model.feature_dim,
-        "params": count_params(model),
-        "input": cfg.input_spec,
-        "config": cfg.to_dict(),
-        "model": {k: v.detach().cpu() for k, v in weights.items()},
-        **extra,
-    }
 
 
 OPTIMIZERS: dict[str, Callable[[Any, TrainConfig], torch.optim.Optimizer]] = {
@@ -210,6 +186,7 @@ class TrainStep:
                  aug_gen: torch.Generator, env: ddp.DistEnv = ddp.DistEnv(), *, amp: bool = False):
         self.model, self.criterion, self.optimizer, self.scheduler = model, criterion, optimizer, scheduler
         self.cfg, self.device, self.gen, self.env, self.amp = cfg, device, aug_gen, env, amp
+        self.spec = input_spec(cfg)
         self.needs_inputs = cfg.loss == "distill"  # the teacher sees the same augmented images
         self.forward: torch.nn.Module = model
         self.rewrap()
@@ -221,12 +198,12 @@ class TrainStep:
 
     def __call__(self, x_uint8: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, dict]:
         cfg = self.cfg
-        x = augment(x_uint8.float() / 255.0, cfg.augment, self.gen)
+        x = augment(scale(x_uint8, self.spec), cfg.augment, self.gen)
         inputs = None
         if self.needs_inputs:
             inputs = (x * 255).round().to(torch.uint8)
-            x = inputs.float() / 255.0
-        x = (x - cfg.mean) / cfg.std
+            x = scale(inputs, self.spec)
+        x = standardise(x, self.spec)
         if cfg.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         autocast = torch.autocast(self.device.type, dtype=torch.bfloat16) if self.amp else contextlib.nullcontext()

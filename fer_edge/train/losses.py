@@ -329,7 +329,8 @@ def _check_batch(x: torch.Tensor) -> None:
 
 
 def _checkpoint_teacher(path: Path, device: torch.device) -> Teacher:
-    from ..export.checkpoint import load_checkpoint
+    from .checkpoint import input_spec, load_checkpoint
+    from .preprocess import to_model_input
 
     try:
         model, meta = load_checkpoint(path)
@@ -340,16 +341,16 @@ def _checkpoint_teacher(path: Path, device: torch.device) -> Teacher:
         model = model.to(memory_format=torch.channels_last)
     for p in model.parameters():
         p.requires_grad_(False)
-    spec = meta["input"]
-    size = tuple(spec.get("size", (48, 48)))
-    scale, mean, std = float(spec.get("scale", 1 / 255)), float(spec["mean"][0]), float(spec["std"][0])
+    spec = input_spec(meta)
 
     @torch.no_grad()
     def teacher(x: torch.Tensor) -> torch.Tensor:
         _check_batch(x)
-        z = (x.to(device).float() * scale - mean) / std
-        if tuple(z.shape[-2:]) != size:
-            z = F.interpolate(z, size=size, mode="bilinear", align_corners=False, antialias=True)
+        x = x.to(device)
+        if tuple(x.shape[-2:]) != tuple(spec.size):  # a student at another size: resize the faces first
+            x = F.interpolate(x.float(), size=spec.size, mode="bilinear", align_corners=False,
+                              antialias=True).round().clamp(0, 255).to(torch.uint8)
+        z = to_model_input(x, spec)  # the checkpoint's own median filter and normalisation
         if device.type != "cuda":
             return model(z)
         # On a GPU the teacher's forward costs as much as the student's step: bf16 halves it, and

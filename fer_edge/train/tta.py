@@ -8,14 +8,14 @@ logits: softmax(log p) = p.
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Callable, Mapping
+from typing import Any, Callable
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
 from ..errors import InputError
-from .augment import median_filter
+from .checkpoint import input_spec
+from .preprocess import to_model_input
 
 Views = Callable[[torch.Tensor, float], list[torch.Tensor]]
 TTA_VIEWS: dict[str, Views] = {}
@@ -84,19 +84,6 @@ def ten_crop_logits(model: torch.nn.Module, x: torch.Tensor, crop: float = 0.9) 
     return view_logits(model, x, "ten_crop", crop)
 
 
-def _input_spec(cfg_or_input: Any) -> dict[str, Any]:
-    """A TrainConfig or a checkpoint's `input` dict -> {size, scale, mean, std, median}."""
-    spec = getattr(cfg_or_input, "input_spec", cfg_or_input)
-    if not isinstance(spec, Mapping) or not {"size", "mean", "std"} <= set(spec):
-        raise InputError("predict_tta needs a TrainConfig or a checkpoint 'input' dict with size, mean and std; "
-                         f"got {type(cfg_or_input).__name__}")
-    size = spec["size"]
-    size = (int(size), int(size)) if np.isscalar(size) else (int(size[0]), int(size[1]))
-    one = lambda v: float(v[0] if isinstance(v, (list, tuple)) else v)  # noqa: E731 - gray: one channel
-    return {"size": size, "scale": float(spec.get("scale", 1 / 255)), "mean": one(spec["mean"]),
-            "std": one(spec["std"]), "median": int(spec.get("median", 0) or 0)}
-
-
 @torch.no_grad()
 def predict_tta(model: torch.nn.Module, images_uint8, cfg_or_input: Any, mode: str = "none", *, crop: float = 0.9,
                 batch: int = 256, channels_last: bool = False, amp: bool = False,
@@ -104,10 +91,10 @@ def predict_tta(model: torch.nn.Module, images_uint8, cfg_or_input: Any, mode: s
     """Logits (N, C) float32 on the CPU for uint8 faces (N, H, W) or (N, 1, H, W), numpy or torch;
     with output="embedding", the pooled embeddings (N, F) averaged over the views instead.
 
-    `cfg_or_input` is the TrainConfig or the checkpoint's `input` dict; its median filter (if any)
-    and normalisation are applied here, so pass raw images. The model runs in eval mode on its
+    `cfg_or_input` is the TrainConfig, the checkpoint's `input` dict or an InputSpec; its median
+    filter (if any) and normalisation are applied here, so pass raw images. The model runs in eval mode on its
     own device; `amp` runs it under bf16 autocast (CUDA)."""
-    spec = _input_spec(cfg_or_input)
+    spec = input_spec(cfg_or_input)
     if mode not in TTA_VIEWS:
         raise InputError(f"TTA mode must be one of {sorted(TTA_VIEWS)}, got {mode!r}")
     if output not in OUTPUTS:
@@ -117,8 +104,8 @@ def predict_tta(model: torch.nn.Module, images_uint8, cfg_or_input: Any, mode: s
         raise InputError(f"predict_tta expects uint8 images, got {x.dtype}")
     if x.dim() == 3:
         x = x.unsqueeze(1)
-    if x.dim() != 4 or x.shape[1] != 1 or tuple(x.shape[-2:]) != spec["size"]:
-        raise InputError(f"predict_tta expects gray images (N, {spec['size'][0]}, {spec['size'][1]}) or "
+    if x.dim() != 4 or x.shape[1] != 1 or tuple(x.shape[-2:]) != spec.size:
+        raise InputError(f"predict_tta expects gray images (N, {spec.size[0]}, {spec.size[1]}) or "
                          f"(N, 1, ...), got {tuple(x.shape)}")
     device = next(model.parameters()).device
     was_training = model.training
@@ -127,10 +114,7 @@ def predict_tta(model: torch.nn.Module, images_uint8, cfg_or_input: Any, mode: s
     autocast = torch.autocast(device.type, dtype=torch.bfloat16) if amp else contextlib.nullcontext()
     try:
         for i in range(0, len(x), batch):
-            chunk = x[i : i + batch].to(device)
-            if spec["median"]:
-                chunk = median_filter(chunk, spec["median"])
-            xb = (chunk.float() * spec["scale"] - spec["mean"]) / spec["std"]
+            xb = to_model_input(x[i : i + batch].to(device), spec)
             if channels_last:
                 xb = xb.contiguous(memory_format=torch.channels_last)
             with autocast:

@@ -33,6 +33,8 @@ import numpy as np
 
 from .._version import __version__
 from ..errors import InputError
+from ..metrics import scores_report
+from ..probabilities import softmax
 
 HEADS: dict[str, type["EmbeddingHead"]] = {}
 HEAD_JSON_REQUIRED = ("kind", "num_features", "num_classes", "labels", "model", "checkpoint_sha256", "params", "val")
@@ -41,12 +43,6 @@ HEAD_JSON_REQUIRED = ("kind", "num_features", "num_classes", "labels", "model", 
 def register_head(cls: type["EmbeddingHead"]) -> type["EmbeddingHead"]:
     HEADS[cls.kind] = cls
     return cls
-
-
-def _softmax(z: np.ndarray) -> np.ndarray:
-    z = z - z.max(axis=1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=1, keepdims=True)
 
 
 def _scatter(scores: np.ndarray, present: np.ndarray, num_classes: int, fill: float) -> np.ndarray:
@@ -172,8 +168,9 @@ class XGBoostHead(EmbeddingHead):
 
 
 @register_head
-class LinearHead(EmbeddingHead):
-    """Multinomial logistic regression on the embedding: the fair 'linear head' baseline."""
+class LogisticHead(EmbeddingHead):
+    """Multinomial logistic regression on the embedding: the fair 'linear head' baseline. Fitted
+    here; it scores through the runtime's LinearHead, the one that runs it in a bundle."""
 
     kind = "linear"
     exportable = True
@@ -198,14 +195,16 @@ class LinearHead(EmbeddingHead):
         self.fit_info = {"iterations": int(np.max(clf.n_iter_))}
 
     def scores(self, x) -> np.ndarray:
-        return _softmax(np.asarray(x, np.float32) @ self.weight.T + self.bias)
+        from ..runtimes.heads import LinearHead
+
+        return LinearHead(self.weight, self.bias)(x)
 
     def save(self, folder: Path) -> str:
         np.savez(folder / self.model_file, weight=self.weight, bias=self.bias)
         return self.model_file
 
     @classmethod
-    def load(cls, folder: Path, meta: dict[str, Any]) -> "LinearHead":
+    def load(cls, folder: Path, meta: dict[str, Any]) -> "LogisticHead":
         head = cls(meta["num_classes"], meta["params"])
         with np.load(folder / meta["model"], allow_pickle=False) as z:
             head.weight, head.bias = z["weight"].astype(np.float32), z["bias"].astype(np.float32)
@@ -261,7 +260,7 @@ class MLPHead(EmbeddingHead):
             h = h @ w + b
             if i < len(self.layers) - 1:
                 h = np.maximum(h, 0)
-        return _softmax(h)
+        return softmax(h)
 
     def save(self, folder: Path) -> str:
         arrays = {"mean": self.mean, "std": self.std}
@@ -375,12 +374,6 @@ def random_search(kind: str, num_classes: int, x: np.ndarray, y: np.ndarray, x_v
     return best[1], trials
 
 
-def _figures(y_true: np.ndarray, scores: np.ndarray, labels: list[str]) -> dict[str, Any]:
-    from ..report import scores_report
-
-    return scores_report(y_true, scores, labels)
-
-
 def _summary(report: dict[str, Any]) -> dict[str, Any]:
     return {k: report[k] for k in ("n", "accuracy", "macro_precision", "macro_recall", "macro_f1", "macro_auc")}
 
@@ -415,10 +408,10 @@ def fit_head(checkpoint: str | os.PathLike, kind: str, data: str | os.PathLike, 
     labels = list(train.classes)
     head, trials = random_search(kind, len(labels), train.features, train.labels, val.features, val.labels,
                                  n_iter=search, params=params, n_jobs=n_jobs, seed=seed, log=log)
-    reports = {"val": _figures(val.labels, head.scores(val.features), labels)}
+    reports = {"val": scores_report(val.labels, head.scores(val.features), labels)}
     if test:
         tst = embed_split(checkpoint, data, "test", **embed)
-        reports["test"] = _figures(tst.labels, head.scores(tst.features), labels)
+        reports["test"] = scores_report(tst.labels, head.scores(tst.features), labels)
     folder = Path(out) if out is not None else Path(checkpoint).parent / "heads" / kind
     folder.mkdir(parents=True, exist_ok=True)
     meta = {
@@ -462,8 +455,9 @@ def validate_head_json(meta: dict[str, Any], folder: Path | None = None) -> None
         raise InputError(f"{where}model file {meta['model']!r} not found in {folder}")
 
 
-def load_head(folder: str | os.PathLike) -> tuple[EmbeddingHead, dict[str, Any]]:
-    """(head ready to score embeddings, head.json) from a head folder; research-only kinds raise."""
+def load_fitted_head(folder: str | os.PathLike) -> tuple[EmbeddingHead, dict[str, Any]]:
+    """(head ready to score embeddings, head.json) from a fitted head's folder; research-only kinds
+    raise. (A bundle's heads load through `fer_edge.runtimes.heads.load_head`.)"""
     folder = Path(folder)
     path = folder / "head.json"
     if not path.is_file():

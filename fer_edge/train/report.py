@@ -17,25 +17,12 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from .errors import InputError, RuntimeUnavailableError
-from .metrics import classification_report, one_vs_rest_roc, roc_auc
+from ..errors import InputError, RuntimeUnavailableError
+from ..labels import relabel
+from ..metrics import classification_report, one_vs_rest_roc, roc_auc, scores_report  # noqa: F401 (re-exported)
+from ..probabilities import softmax
 
 TTA_MODES = ("none", "flip", "ten_crop")
-
-
-def _softmax(z: np.ndarray) -> np.ndarray:
-    z = z - z.max(axis=1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=1, keepdims=True)
-
-
-def scores_report(y_true: np.ndarray, scores: np.ndarray, labels: Sequence[str]) -> dict[str, Any]:
-    """classification_report of argmax(scores) plus one-vs-rest AUC per class and its macro mean."""
-    report = classification_report(y_true, scores.argmax(1), labels)
-    roc = one_vs_rest_roc(y_true, scores, len(labels))
-    report["auc"] = dict(zip(labels, roc["auc"]))
-    report["macro_auc"] = roc["macro_auc"]
-    return report
 
 
 def pairwise_distances(embeddings: np.ndarray, labels: np.ndarray, *, max_samples: int = 2000, seed: int = 0
@@ -167,7 +154,7 @@ def plot_distances(embeddings: np.ndarray, labels: np.ndarray, path: str | os.Pa
 
 def _tta_logits(model, images: np.ndarray, meta: dict[str, Any], spec, mode: str) -> np.ndarray:
     try:
-        from .train.tta import predict_tta
+        from .tta import predict_tta
     except ImportError as e:
         raise RuntimeUnavailableError(f"test-time augmentation {mode!r} needs fer_edge.train.tta, which this "
                                       f"installation lacks ({e})") from e
@@ -186,10 +173,9 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, data: str | os.PathLike, 
     """
     if tta not in TTA_MODES:
         raise InputError(f"tta must be one of {TTA_MODES}, got {tta!r}")
-    from .data import load_dataset
-    from .export import input_spec
-    from .export.checkpoint import load_checkpoint
-    from .train.embeddings import _relabel, forward_with_embeddings, input_median
+    from ..data import load_dataset
+    from .checkpoint import input_spec, load_checkpoint
+    from .embeddings import forward_with_embeddings
 
     if threads:
         import torch
@@ -199,14 +185,14 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, data: str | os.PathLike, 
     spec = input_spec(meta)
     labels = list(meta["labels"])
     faces = load_dataset(data, split, size=tuple(spec.size), limit_per_class=limit_per_class)
-    y = _relabel(faces.labels, faces.classes, labels)
+    y = relabel(faces.labels, faces.classes, labels, whose="checkpoint")
     t0 = time.perf_counter()
-    logits, embeddings = forward_with_embeddings(model, faces.images, spec, median=input_median(meta),
+    logits, embeddings = forward_with_embeddings(model, faces.images, spec,
                                                  batch_size=batch_size)
-    scores = {"torch/fp32": (_softmax(logits), time.perf_counter() - t0)}
+    scores = {"torch/fp32": (softmax(logits), time.perf_counter() - t0)}
     if tta != "none":
         t0 = time.perf_counter()
-        scores[f"torch/fp32+{tta}"] = (_softmax(_tta_logits(model, faces.images, meta, spec, tta)),
+        scores[f"torch/fp32+{tta}"] = (softmax(_tta_logits(model, faces.images, meta, spec, tta)),
                                        time.perf_counter() - t0)
     runs = {}
     for key, (probs, seconds) in scores.items():
@@ -254,7 +240,7 @@ def make_report(run: str | os.PathLike, data: str | os.PathLike, split: str | No
     the torch model on `split` (and with `tta`), every head in RUN/heads/*/ evaluated on the same
     embeddings (research-only heads: their recorded figures), training curves, distance
     histograms, and the best head by val accuracy (the in-graph classifier included)."""
-    from .train.heads import load_head
+    from .head_fitting import load_fitted_head
 
     run = Path(run)
     checkpoint = run if run.is_file() else run / "best.pt"
@@ -271,7 +257,7 @@ def make_report(run: str | os.PathLike, data: str | os.PathLike, split: str | No
         entry = {"kind": meta.get("kind"), "folder": str(folder), "val": meta.get("val"),
                  "exportable": meta.get("exportable"), "params": meta.get("params")}
         if meta.get("model"):
-            head, meta = load_head(folder)
+            head, meta = load_fitted_head(folder)
             if meta["num_features"] != embeddings.shape[1]:
                 entry["error"] = f"head expects {meta['num_features']} features, the checkpoint gives {embeddings.shape[1]}"
             else:

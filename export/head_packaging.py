@@ -17,6 +17,8 @@ from typing import Any
 import numpy as np
 
 from ..errors import ExportError
+from ..labels import relabel
+from ..probabilities import softmax
 
 EXPORTABLE = ("xgboost", "linear")
 HEAD_ATOL = 1e-5  # compiled head vs XGBoost itself, and numpy linear vs itself, on the golden embeddings
@@ -138,8 +140,7 @@ def reference_probabilities(stage: Path, entry: dict[str, Any], embedding: np.nd
     if entry["kind"] == "linear":
         with np.load(stage / entry["weights"], allow_pickle=False) as z:
             z_ = embedding.astype(np.float64) @ z["weight"].T.astype(np.float64) + z["bias"]
-        e = np.exp(z_ - z_.max(1, keepdims=True))
-        return (e / e.sum(1, keepdims=True)).astype(np.float32)
+        return softmax(z_)
     import xgboost
 
     booster = xgboost.Booster(model_file=str(stage / entry["model"]))
@@ -166,7 +167,7 @@ def head_val_figures(bundle, name: str, val_set, embed_backend: str) -> dict[str
         out = sel.backend.run(preprocess(val_set.images[i : i + 256], bundle.manifest.input))
         probs.append(np.asarray(head(out["embedding"], out["logits"])))
     labels = list(bundle.manifest.labels)
-    y = np.array([labels.index(val_set.classes[i]) for i in val_set.labels])
+    y = relabel(val_set.labels, val_set.classes, labels, whose="bundle")
     r = classification_report(y, np.concatenate(probs).argmax(1), labels)
     return {"accuracy": r["accuracy"], "macro_f1": r["macro_f1"], "n": r["n"],
             "through": f"{sel.name}/fp32 embedding + {name} head"}
