@@ -87,6 +87,10 @@ class OpenVinoBackend(Backend):
             raise RuntimeUnavailableError(f"openvino device {device!r} not available; devices here: "
                                           f"{list(probe.devices)} (or {', '.join(VIRTUAL_DEVICES)})")
         config: dict[str, Any] = {"PERFORMANCE_HINT": "LATENCY"}
+        if device == "CPU":
+            # OpenVINO runs FP32 layers in bf16 by default on CPUs with AVX512_BF16/AMX (Xeon since
+            # Cooper Lake), so the same artifact would answer differently on Intel and AMD. Pin f32.
+            config["INFERENCE_PRECISION_HINT"] = "f32"
         if threads and device == "CPU":
             config.update(INFERENCE_NUM_THREADS=threads, NUM_STREAMS=1)
         try:

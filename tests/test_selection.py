@@ -21,10 +21,11 @@ from fer_edge import InputError, RuntimeUnavailableError
 from fer_edge.bundle import PACKAGED_DIR, Bundle, write_manifest
 from fer_edge.manifest import Artifact
 from fer_edge.runtimes import BACKENDS, Backend, Probe, auto_order, cuda_probe, select_backend
-from fer_edge.runtimes import openvino as ov_backend
 from fer_edge.runtimes.onnxruntime import OnnxRuntimeBackend
 from fer_edge.runtimes.selection_cache import cache_path
 from fer_edge.runtimes.tensorrt import TensorRTBackend
+
+from conftest import pin_timings, pin_vendor  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
@@ -88,22 +89,62 @@ def register(monkeypatch):
 def test_auto_order_is_gpu_then_openvino_on_intel_then_onnxruntime(monkeypatch):
     order, why = auto_order()
     assert order[0] == "tensorrt" and "CUDA" in why
-    monkeypatch.setattr(ov_backend, "cpu_vendor", lambda: "GenuineIntel")
+    pin_vendor(monkeypatch, "GenuineIntel")
     assert auto_order()[0][1:] == ["openvino", "onnxruntime"]
-    monkeypatch.setattr(ov_backend, "cpu_vendor", lambda: "AuthenticAMD")
+    pin_vendor(monkeypatch, "AuthenticAMD")
     assert auto_order()[0][1:] == ["onnxruntime", "openvino"]
 
 
-def test_auto_skips_a_backend_that_imports_and_probes_usable_but_cannot_load(bundle_dir, register, caplog):
+@pytest.mark.parametrize("vendor", ["GenuineIntel", "AuthenticAMD"])
+def test_auto_skips_a_backend_that_imports_and_probes_usable_but_cannot_load(bundle_dir, register, caplog,
+                                                                             monkeypatch, vendor):
+    pin_vendor(monkeypatch, vendor)
+    pin_timings(monkeypatch, {"openvino/int8": 0.3, "onnxruntime/int8": 0.2, "broken/int8": 0.1})
     broken = fake_backend("broken", load_error=RuntimeError("simulated: provider failed to initialise"))
     register(broken)
     with caplog.at_level(logging.INFO, logger="fer_edge"):
         rec = fer_edge.Recognizer(bundle_dir)
     d = rec.describe()
-    assert broken.loads == 1 and rec.backend == auto_order()[0][2]  # tensorrt, broken... then the first real CPU one
+    assert broken.loads == 2 and (rec.backend, rec.precision) == ("onnxruntime", "int8")  # measured, any vendor
+    assert d["skipped"]["broken/int8"] == "failed: RuntimeError: simulated: provider failed to initialise"
+    assert d["reason"].startswith("auto: onnxruntime/int8 at 0.200 ms") and d["decision"]["cache"] == "miss"
+    assert any(rec.backend in r.getMessage() and "auto" in r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.parametrize("vendor", ["GenuineIntel", "AuthenticAMD"])
+def test_auto_in_fixed_order_skips_what_cannot_load(bundle_dir, register, monkeypatch, vendor):
+    pin_vendor(monkeypatch, vendor)
+    monkeypatch.setenv("FER_EDGE_AUTO", "order")
+    broken = fake_backend("broken", load_error=RuntimeError("simulated: provider failed to initialise"))
+    register(broken)
+    rec = fer_edge.Recognizer(bundle_dir)
+    d = rec.describe()
+    assert broken.loads == 1 and rec.backend == auto_order()[0][2]  # broken, tensorrt... then the first CPU one
     assert d["skipped"]["broken"] == "failed to load: RuntimeError: simulated: provider failed to initialise"
     assert d["reason"].startswith("auto: first usable of ['broken', 'tensorrt'")
-    assert any(rec.backend in r.getMessage() and "auto" in r.getMessage() for r in caplog.records)
+    assert d["decision"]["method"] == "fixed order" and "FER_EDGE_AUTO=order" in d["reason"]
+
+
+def test_auto_measures_once_per_bundle_and_machine_and_shares_it_with_fastest(bundle_dir, monkeypatch):
+    pin_timings(monkeypatch, {"openvino/fp32": 0.4, "openvino/int8": 0.3, "onnxruntime/fp32": 0.25,
+                              "onnxruntime/int8": 0.5})
+    d = fer_edge.Recognizer(bundle_dir).describe()
+    assert (d["backend"], d["precision"], d["cache"]) == ("onnxruntime", "fp32", "miss")
+    usable = {"onnxruntime"} | ({"openvino"} if BACKENDS["openvino"].probe().usable else set())
+    assert set(d["timings_ms"]) == {f"{b}/{p}" for b in usable for p in ("fp32", "int8")}
+    assert d["decision"]["input"] == "golden crop" and d["decision"]["runs"] == 10 and d["decision"]["seconds"] >= 0
+    pin_timings(monkeypatch, {})  # a cache hit does not time again: the pinned table would change the answer
+    again = fer_edge.Recognizer(bundle_dir).describe()
+    assert (again["backend"], again["precision"], again["cache"]) == ("onnxruntime", "fp32", "hit")
+    assert "already timed" in again["decision"]["why"]
+    fastest = fer_edge.Recognizer(bundle_dir, "fastest").describe()
+    assert (fastest["backend"], fastest["precision"], fastest["cache"]) == ("onnxruntime", "fp32", "hit")
+
+
+def test_auto_mode_must_be_measure_or_order(bundle_dir, monkeypatch):
+    monkeypatch.setenv("FER_EDGE_AUTO", "guess")
+    with pytest.raises(InputError, match="FER_EDGE_AUTO must be 'measure' or 'order'"):
+        fer_edge.Recognizer(bundle_dir)
 
 
 def test_explicit_or_strict_never_falls_back(bundle_dir, register):
