@@ -1,14 +1,16 @@
 """Which backend runs a bundle: an explicit name, `auto` (ranked) or `fastest` (timed, cached).
 
 - explicit: that backend or an error; never another one.
-- auto: measured. Every usable (backend, precision) pair is timed briefly (AUTO_RUNS calls) at
-  batch 1 on the bundle's golden crop and the fastest wins; the choice is cached per bundle and
-  machine (`selection_cache`), shared with `fastest`. Only where timing is disabled
+- auto: measured. Each usable backend is timed briefly (AUTO_RUNS calls, batch 1, the bundle's
+  golden crop) at the precision precision="auto" gives it (INT8 where it passed its accuracy
+  gate, as for an explicit backend) and the fastest wins; the choice is cached per bundle and
+  machine (`selection_cache`). Only where timing is disabled
   (FER_EDGE_AUTO=order) or impossible (a usable backend would first have to build a device engine)
   does auto take the fixed order of `Backend.preference()`: the first usable backend that loads.
   Every backend passed over is recorded with the reason. `strict=True`: a usable backend that
   then fails to load is an error, not a reason to try the next.
-- fastest: the same measurement with more runs (TIMING_RUNS), and `refresh=True` re-times.
+- fastest: the same code timing every (backend, precision) pair with more runs (TIMING_RUNS);
+  `refresh=True` re-times (both strategies).
 """
 
 from __future__ import annotations
@@ -203,7 +205,7 @@ def select_auto(bundle, *, precision: str, threads, device, strict: bool, refres
     why_not = "disabled by FER_EDGE_AUTO=order" if auto_mode() == "order" else _untimeable(bundle, precision)
     if why_not is None:
         sel = _select_measured(bundle, "auto", precision=precision, threads=threads, device=device, strict=strict,
-                               refresh=refresh, warmup=AUTO_WARMUP, runs=AUTO_RUNS)
+                               refresh=refresh, warmup=AUTO_WARMUP, runs=AUTO_RUNS, every_precision=False)
     else:
         sel = _select_ordered(bundle, precision=precision, threads=threads, device=device, strict=strict)
         sel.reason += f"; not timed: {why_not}"
@@ -245,12 +247,16 @@ def timing_input(bundle) -> tuple[np.ndarray, str]:
 
 
 def _select_measured(bundle, strategy: str, *, precision: str, threads, device, strict: bool, refresh: bool,
-                     warmup: int, runs: int) -> Selection:
-    """Time every usable (backend, precision) pair at batch 1 and keep the fastest; the result is
-    cached per bundle manifest sha256 + machine fingerprint and shared by `auto` and `fastest`."""
+                     warmup: int, runs: int, every_precision: bool) -> Selection:
+    """Time usable (backend, precision) pairs at batch 1 and keep the fastest; the result is cached
+    per bundle manifest sha256 + machine fingerprint (+ strategy for auto, which times fewer pairs).
+    every_precision: time every precision each backend may use; else only the one that
+    precision="auto" gives that backend (INT8 where it passed its accuracy gate)."""
     probes = probe_all()
     digest = selection_cache.manifest_sha256(bundle)
     machine = selection_cache.fingerprint(probes, threads=threads, device=device, precision=precision)
+    if strategy != "fastest":  # fastest's keys stay as they were
+        machine["strategy"] = strategy
     key = selection_cache.cache_key(digest, machine)
     entry = None if refresh else selection_cache.lookup(key)
     if entry is not None:
@@ -274,7 +280,8 @@ def _select_measured(bundle, strategy: str, *, precision: str, threads, device, 
     best: Selection | None = None
     x, source = timing_input(bundle)
     for name in _candidates(bundle, precision, skipped):
-        for prec in candidate_precisions(bundle, BACKENDS[name], precision):
+        precs = candidate_precisions(bundle, BACKENDS[name], precision)
+        for prec in precs if every_precision else [pick_precision(bundle, BACKENDS[name], precision)]:
             pair = f"{name}/{prec}"
             try:
                 sel = load(bundle, name, prec, threads=threads, device=device)
@@ -307,7 +314,7 @@ def _select_measured(bundle, strategy: str, *, precision: str, threads, device, 
 def select_fastest(bundle, *, precision: str, threads, device, strict: bool, refresh: bool) -> Selection:
     t0 = time.perf_counter()
     sel = _select_measured(bundle, "fastest", precision=precision, threads=threads, device=device, strict=strict,
-                           refresh=refresh, warmup=TIMING_WARMUP, runs=TIMING_RUNS)
+                           refresh=refresh, warmup=TIMING_WARMUP, runs=TIMING_RUNS, every_precision=True)
     sel.decision["seconds"] = round(time.perf_counter() - t0, 4)
     return sel
 

@@ -44,7 +44,10 @@ def test_recognizer_with_no_arguments_predicts_the_samples():
     preds = rec.predict_batch(images)
     assert len(preds) == 21 and all(p.label in fer_edge.EMOTIONS for p in preds)
     assert [rec.predict(img).label for img in images] == [p.label for p in preds]
-    assert rec.describe()["precision"] == "int8"  # auto: the shipped INT8 passed its accuracy gate
+    # auto times the pairs, so which precision wins is this CPU's business; the gate's verdict is
+    # what an explicit backend with precision="auto" takes: the shipped INT8 passed.
+    assert rec.describe()["decision"]["method"] == "measured"
+    assert fer_edge.Recognizer(backend="onnxruntime").precision == "int8"
 
 
 @pytest.mark.dataset
