@@ -13,6 +13,12 @@ from ._version import __version__
 from .errors import BundleError, FerEdgeError, RuntimeUnavailableError
 
 EXIT_CODES = {BundleError: 3, RuntimeUnavailableError: 4}
+# Modules only an optional extra installs -> that extra (a missing one is exit 4, like a backend)
+OPTIONAL_MODULES = {"torch": "train", "torchvision": "train", "sklearn": "train", "matplotlib": "train",
+                    "safetensors": "train", "tqdm": "train", "xgboost": "train", "onnx": "export",
+                    "onnxscript": "export", "onnxsim": "export", "nncf": "export", "treelite": "export",
+                    "tl2cgen": "export", "cv2": "video"}
+COMMAND_EXTRAS = {"export": "export", "build-head": "export", "build-engine": "export,tensorrt"}
 
 
 def _recognizer(args: argparse.Namespace):
@@ -53,16 +59,30 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     from .data import read_image
 
     rec = _recognizer(args)
-    images = [read_image(p) for p in args.images]
-    preds = rec.predict_batch(images)
+    # Each file on its own: one bad file is reported (on stderr) and the good ones still predicted.
+    paths, images, failed = [], [], 0
+    for path in args.images:
+        try:
+            image = read_image(path, check=not args.allow_corrupt)
+            rec.preprocess([image], names=[path])  # refuses what the model cannot use, naming the file
+        except FerEdgeError as e:
+            print(f"fer-edge predict: error: {e}", file=sys.stderr)
+            failed += 1
+            continue
+        paths.append(path)
+        images.append(image)
+    preds = rec.predict_batch(images, names=paths) if images else []
     if args.json:
         print(json.dumps({"model": rec.describe(),
-                          "predictions": [{"image": p, **pred.as_dict()} for p, pred in zip(args.images, preds)]},
+                          "predictions": [{"image": p, **pred.as_dict()} for p, pred in zip(paths, preds)]},
                          indent=2))
     else:
-        for path, pred in zip(args.images, preds):
+        for path, pred in zip(paths, preds):
             print(f"{path}\t{pred.label}\t{pred.score:.3f}")
         print(f"# {rec.backend} {rec.precision}", file=sys.stderr)
+    if failed:
+        print(f"fer-edge predict: {failed} of {len(args.images)} images could not be predicted", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -327,6 +347,8 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("images", nargs="+", metavar="IMAGE")
     _add_model_args(pr)
     pr.add_argument("--json", action="store_true", help="print JSON with all probabilities")
+    pr.add_argument("--allow-corrupt", action="store_true",
+                    help="predict JPEGs whose image data is damaged (refused by default: the decoder returns a garbled face)")
     pr.add_argument("--head", default="auto", help="auto (the bundle's default), in_graph, or a head it ships")
     pr.add_argument("--device", help="backend device: cpu/cuda[:N] (onnxruntime), CPU/GPU/NPU/AUTO (openvino)")
     pr.add_argument("--strict", action="store_true", help="auto/fastest: fail instead of trying the next backend")
@@ -483,6 +505,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.argv = argv
     try:
         return args.func(args)
+    except ModuleNotFoundError as e:
+        top = (e.name or "").split(".")[0]
+        extra = OPTIONAL_MODULES.get(top)
+        if extra is None:
+            raise
+        extra = COMMAND_EXTRAS.get(args.command, extra)
+        print(f"fer-edge {args.command}: error: this command needs {top}, which is not installed here. "
+              f"Install it with: pip install 'fer-edge[{extra}]'", file=sys.stderr)
+        return 4
     except FerEdgeError as e:
         print(f"fer-edge {args.command}: error: {e}", file=sys.stderr)
         return next((code for cls, code in EXIT_CODES.items() if isinstance(e, cls)), 1)
