@@ -160,3 +160,25 @@ def test_readme_head_and_device_example_runs_on_the_packaged_model():
     for call in packaged:
         rec = fer_edge.Recognizer(**dict(re.findall(r"(\w+)=\"([^\"]*)\"", call)))
         assert rec.predict(np.full((48, 48), 128, np.uint8)).label in fer_edge.EMOTIONS
+
+
+def test_verify_says_exactly_which_identity_fields_the_packaged_artifacts_carry(tmp_path):
+    import shutil
+
+    from fer_edge.bundle import PACKAGED_DIR
+    from fer_edge.verify import verify
+
+    report = verify(PACKAGED_DIR / "tiny")
+    artifacts = [c for c in report.checks if c.name.startswith("artifact")]
+    assert report.ok and len(artifacts) == 4
+    for c in artifacts:
+        assert "no identity stamp" not in c.detail
+        assert "identity stamped" in c.detail or (
+            "carries name, version, labels, input spec, matching the manifest, but no manifest digest" in c.detail)
+    # a stamp that contradicts the manifest is a failure, digest or not
+    copy = shutil.copytree(PACKAGED_DIR / "tiny", tmp_path / "renamed")
+    m = json.loads((copy / "manifest.json").read_text())
+    m["name"] = "renamed"
+    (copy / "manifest.json").write_text(json.dumps(m))
+    bad = [c for c in verify(copy).checks if c.name.startswith("artifact")]
+    assert all(c.status == "failed" and "stamped name 'tiny' differs from the manifest's" in c.detail for c in bad)
