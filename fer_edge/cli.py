@@ -119,6 +119,15 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
             print(f"{c[:8]:>8s}  " + " ".join(f"{v:8d}" for v in row))
     for key, value in result["agreement"].items():
         print(f"top-1 agreement {key}: {value * 100:.2f} %")
+    vs = result.get("vs_recorded")
+    if vs:
+        print(f"against the bundle's recorded figures (taken on {vs['cpu']}; tolerance across x86 CPUs in "
+              "fer_edge.evaluate.CROSS_CPU_TOLERANCE):")
+        for key, metrics in vs["runs"].items():
+            print(f"  {key}: " + "   ".join(
+                f"{name} {m['measured'] * 100:.2f} % vs {m['recorded'] * 100:.2f} % ({m['delta'] * 100:+.2f} pp, "
+                f"{'within' if m['within'] else 'OUTSIDE'} +-{m['tolerance'] * 100:.2f})" for name, m in metrics.items()))
+        print("  " + ("all within tolerance" if vs["within"] else "SOME FIGURES ARE OUTSIDE THE CROSS-CPU TOLERANCE"))
     for path in result.get("plots", []):
         print(f"wrote {path}")
     if args.json:
