@@ -18,6 +18,9 @@ OPTIONAL_MODULES = {"torch": "train", "torchvision": "train", "sklearn": "train"
                     "safetensors": "train", "tqdm": "train", "xgboost": "train", "onnx": "export",
                     "onnxscript": "export", "onnxsim": "export", "nncf": "export", "treelite": "export",
                     "tl2cgen": "export", "cv2": "video"}
+DEVICE_HELP = ("cpu, cuda[:N] (gpu[:N] says the same; for openvino it is its GPU plugin) or a backend's own name "
+               "(onnxruntime tensorrt[:N]; openvino NPU, AUTO); default: a CUDA GPU where the backend can use one, "
+               "else the CPU")
 COMMAND_EXTRAS = {"export": "export", "build-head": "export", "build-engine": "export,tensorrt"}
 
 
@@ -241,8 +244,10 @@ def _cmd_verify(args: argparse.Namespace) -> int:
 def _cmd_build_engine(args: argparse.Namespace) -> int:
     from .export import build_engine
 
+    from .runtimes.devices import cuda_index
+
     for path in build_engine(args.bundle, precisions=tuple(args.precision.split(",")), max_batch=args.max_batch,
-                             device=args.device):
+                             device=cuda_index(args.device, backend="build-engine")):
         print(f"built {path}")
     return 0
 
@@ -359,7 +364,7 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--allow-corrupt", action="store_true",
                     help="predict JPEGs whose image data is damaged (refused by default: the decoder returns a garbled face)")
     pr.add_argument("--head", default="auto", help="auto (the bundle's default), in_graph, or a head it ships")
-    pr.add_argument("--device", help="backend device: cpu/cuda[:N] (onnxruntime), CPU/GPU/NPU/AUTO (openvino)")
+    pr.add_argument("--device", help=DEVICE_HELP)
     pr.add_argument("--strict", action="store_true", help="auto/fastest: fail instead of trying the next backend")
     pr.add_argument("--refresh", action="store_true", help="--backend fastest: re-time instead of using the cache")
     pr.set_defaults(func=_cmd_predict)
@@ -471,7 +476,7 @@ def build_parser() -> argparse.ArgumentParser:
     be.add_argument("bundle", help="bundle folder")
     be.add_argument("--precision", default="fp16", help="comma list: fp32, fp16, int8")
     be.add_argument("--max-batch", type=int, default=32, help="largest batch of the optimization profile")
-    be.add_argument("--device", type=int, default=0, help="CUDA device index")
+    be.add_argument("--device", default=None, help=DEVICE_HELP + " (engines are built on CUDA GPUs only)")
     be.set_defaults(func=_cmd_build_engine)
 
     t = sub.add_parser("train", help="train a backbone on an ImageFolder tree or fer2013.csv (torchrun: DDP)")

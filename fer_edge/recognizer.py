@@ -19,8 +19,10 @@ class Recognizer:
     """Recognise facial expressions in face crops.
 
     model: None (the packaged default), a packaged model name, or a bundle folder / zip.
-    backend: "auto" (best usable backend here, ranked), "fastest" (each usable backend timed
-      briefly here, the choice cached per bundle and machine; `refresh=True` re-times), or a name
+    backend: "auto" (each usable backend timed briefly here at its gated precision, the fastest
+      kept and cached per bundle and machine; FER_EDGE_AUTO=order takes the fixed preference order
+      instead), "fastest" (every backend x precision pair timed longer, also cached; `refresh=True`
+      re-times either), or a name
       ("onnxruntime", "openvino", "tensorrt"); an explicit backend never falls back to another,
       and `strict=True` makes auto/fastest raise when a usable backend fails to load.
     precision: "auto" (INT8 where shipped and it passed the accuracy gate, else FP32) or
@@ -28,8 +30,10 @@ class Recognizer:
     head: "auto" (the manifest's default head), "in_graph" (the graph's logits) or a head the
       bundle ships ("xgboost", "linear"); a named head that cannot load raises.
     threads: fix the backend's (and the compiled head's) thread count.
-    device: the backend's device: onnxruntime "cpu" / "cuda[:N]" / "tensorrt[:N]", openvino
-      "CPU" / "GPU" / "NPU" / "AUTO", tensorrt "cuda[:N]"; None lets the backend choose.
+    device: one vocabulary for every backend (fer_edge.runtimes.devices): "cpu", "cuda[:N]"
+      ("gpu[:N]": the same, or OpenVINO's GPU plugin), or a backend's own name (onnxruntime
+      "tensorrt[:N]", openvino "NPU" / "AUTO"). None, the default, is one rule for all: a CUDA GPU
+      where the backend can use one here, else the CPU.
     `describe()` says what was chosen and why. One Recognizer may be called from many threads.
     """
 

@@ -369,3 +369,30 @@ def test_cli_predict_fastest_and_info(bundle_dir, capsys):
     assert main(["info"]) == 0
     out = capsys.readouterr().out
     assert "\ncuda: " in out and "providers: [" in out and "tensorrt" in out
+
+
+def test_one_device_vocabulary_for_every_backend_and_build_engine(bundle_dir, capsys):
+    from fer_edge.cli import main
+    from fer_edge.runtimes.devices import Device, parse_device
+    from fer_edge.runtimes.openvino import openvino_device
+    from fer_edge.runtimes.tensorrt import gpu_index
+
+    assert parse_device(None) is None  # the one default: each backend applies the same rule
+    assert parse_device("CUDA:1")[:2] == ("cuda", 1) and parse_device(2) == Device("cuda", 2, "cuda:2")
+    assert parse_device("gpu")[:2] == ("gpu", None) and parse_device("cpu")[:2] == ("cpu", None)
+    with pytest.raises(InputError, match="device index"):
+        parse_device("cuda:first")
+    # the same words mean the same device to each backend
+    assert [gpu_index(d) for d in (None, 1, "cuda:2", "GPU:3")] == [0, 1, 2, 3]
+    with pytest.raises(InputError, match="CUDA GPUs only"):
+        gpu_index("cpu")
+    assert [openvino_device(d) for d in (None, "cpu", "CPU", "gpu", "gpu:1", "npu", "AUTO")] == [
+        "CPU", "CPU", "CPU", "GPU", "GPU.1", "NPU", "AUTO"]
+    with pytest.raises(RuntimeUnavailableError, match="openvino has no CUDA device"):
+        openvino_device("cuda")
+    assert fer_edge.Recognizer(bundle_dir, "onnxruntime", device="CPU").describe()["device"] == "cpu"
+    if BACKENDS["openvino"].probe().usable:
+        assert fer_edge.Recognizer(bundle_dir, "openvino", device="cpu").describe()["device"] == "CPU"
+    # build-engine takes the same strings (an index alone still means that CUDA GPU)
+    assert main(["build-engine", str(bundle_dir), "--device", "cpu"]) == 1
+    assert "CUDA GPUs only" in capsys.readouterr().err
