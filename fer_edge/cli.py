@@ -51,7 +51,8 @@ def _cmd_info(args: argparse.Namespace) -> int:
         for key in ("providers", "device_names"):
             if b.get(key):
                 print(f"  {'':12s} {key}: {b[key]}")
-    print(f"auto order: {', '.join(data['auto_order'])} ({data['auto_reason']})")
+    print(f"auto: {data['auto']}")
+    print(f"fixed order: {', '.join(data['auto_order'])} ({data['auto_reason']})")
     print(f"default model: {data['default_model']}; packaged models: {', '.join(data['packaged_models']) or 'none'}")
     for name, m in data["models"].items():
         print(f"  {name}: {m}")
