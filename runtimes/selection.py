@@ -37,6 +37,7 @@ TIMING_RUNS = 30
 # auto times the same pairs more briefly: deciding must stay well under a second on a 2-core box
 AUTO_WARMUP = 2
 AUTO_RUNS = 10
+AUTO_PAIR_BUDGET_S = 0.2  # and at most this long per pair (at least 3 runs): a big model cannot stall startup
 AUTO_ENV = "FER_EDGE_AUTO"
 
 
@@ -205,7 +206,8 @@ def select_auto(bundle, *, precision: str, threads, device, strict: bool, refres
     why_not = "disabled by FER_EDGE_AUTO=order" if auto_mode() == "order" else _untimeable(bundle, precision)
     if why_not is None:
         sel = _select_measured(bundle, "auto", precision=precision, threads=threads, device=device, strict=strict,
-                               refresh=refresh, warmup=AUTO_WARMUP, runs=AUTO_RUNS, every_precision=False)
+                               refresh=refresh, warmup=AUTO_WARMUP, runs=AUTO_RUNS, every_precision=False,
+                               budget_s=AUTO_PAIR_BUDGET_S)
     else:
         sel = _select_ordered(bundle, precision=precision, threads=threads, device=device, strict=strict)
         sel.reason += f"; not timed: {why_not}"
@@ -214,22 +216,29 @@ def select_auto(bundle, *, precision: str, threads, device, strict: bool, refres
     return sel
 
 
-def time_backend(backend: Backend, x: np.ndarray, *, warmup: int = TIMING_WARMUP, runs: int = TIMING_RUNS) -> float:
-    """Median milliseconds of `runs` calls after `warmup` calls."""
+def time_backend(backend: Backend, x: np.ndarray, *, warmup: int = TIMING_WARMUP, runs: int = TIMING_RUNS,
+                 budget_s: float | None = None) -> float:
+    """Median milliseconds of `runs` calls after `warmup` calls; with `budget_s`, stop once that
+    much time has gone by and at least 3 calls were timed."""
+    start = time.perf_counter()
     for _ in range(warmup):
         backend.run(x)
+        if budget_s is not None and time.perf_counter() - start > budget_s / 2:
+            break  # one warm-up is enough for a slow model
     times = []
     for _ in range(runs):
         t0 = time.perf_counter()
         backend.run(x)
         times.append(time.perf_counter() - t0)
+        if budget_s is not None and len(times) >= 3 and time.perf_counter() - start > budget_s:
+            break
     return float(np.median(times) * 1000)
 
 
-def time_selection(sel: Selection, x: np.ndarray, *, warmup: int, runs: int) -> float:
+def time_selection(sel: Selection, x: np.ndarray, *, warmup: int, runs: int, budget_s: float | None = None) -> float:
     """Median ms of one loaded (backend, precision) pair: the one place auto/fastest measure
     (tests pin it to make an order explicit instead of depending on this machine's speed)."""
-    return time_backend(sel.backend, x, warmup=warmup, runs=runs)
+    return time_backend(sel.backend, x, warmup=warmup, runs=runs, budget_s=budget_s)
 
 
 def timing_input(bundle) -> tuple[np.ndarray, str]:
@@ -247,7 +256,7 @@ def timing_input(bundle) -> tuple[np.ndarray, str]:
 
 
 def _select_measured(bundle, strategy: str, *, precision: str, threads, device, strict: bool, refresh: bool,
-                     warmup: int, runs: int, every_precision: bool) -> Selection:
+                     warmup: int, runs: int, every_precision: bool, budget_s: float | None = None) -> Selection:
     """Time usable (backend, precision) pairs at batch 1 and keep the fastest; the result is cached
     per bundle manifest sha256 + machine fingerprint (+ strategy for auto, which times fewer pairs).
     every_precision: time every precision each backend may use; else only the one that
@@ -285,7 +294,7 @@ def _select_measured(bundle, strategy: str, *, precision: str, threads, device, 
             pair = f"{name}/{prec}"
             try:
                 sel = load(bundle, name, prec, threads=threads, device=device)
-                timings[pair] = time_selection(sel, x, warmup=warmup, runs=runs)
+                timings[pair] = time_selection(sel, x, warmup=warmup, runs=runs, budget_s=budget_s)
             except Exception as e:
                 if strict:
                     raise RuntimeUnavailableError(f"strict: {pair} is usable here but failed (not falling back): "
@@ -302,9 +311,9 @@ def _select_measured(bundle, strategy: str, *, precision: str, threads, device, 
     best.reason = (f"{strategy}: {winner} at {timings[winner]:.3f} ms per batch-1 call, the fastest of "
                    f"{len(timings)} pairs, median of {runs} on a {source} (timed now, threads={threads or 'default'})")
     best.decision = {"method": "measured", "cache": best.cache, "timed": sorted(timings), "input": source,
-                     "runs": runs, "why": "re-timed on request (refresh=True)" if refresh else
+                     "runs": runs, "budget_s_per_pair": budget_s, "why": "re-timed on request (refresh=True)" if refresh else
                      "first use of this bundle on this machine"}
-    selection_cache.store(key, {"backend": best.name, "precision": best.precision, "timings_ms": timings,
+    selection_cache.store_quietly(key, {"backend": best.name, "precision": best.precision, "timings_ms": timings,
                                 "skipped": skipped, "manifest_sha256": digest, "bundle": bundle.name, "machine": machine,
                                 "strategy": strategy, "runs": runs, "input": source,
                                 "created": datetime.now(timezone.utc).isoformat(timespec="seconds")})

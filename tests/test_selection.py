@@ -396,3 +396,27 @@ def test_one_device_vocabulary_for_every_backend_and_build_engine(bundle_dir, ca
     # build-engine takes the same strings (an index alone still means that CUDA GPU)
     assert main(["build-engine", str(bundle_dir), "--device", "cpu"]) == 1
     assert "CUDA GPUs only" in capsys.readouterr().err
+
+
+def test_an_unwritable_cache_costs_a_re_timing_not_the_recognizer(bundle_dir, tmp_path, monkeypatch, caplog):
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where the cache folder would go")
+    monkeypatch.setenv("FER_EDGE_CACHE", str(blocker / "cache"))
+    with caplog.at_level(logging.WARNING, logger="fer_edge"):
+        d = fer_edge.Recognizer(bundle_dir).describe()
+    assert d["decision"]["method"] == "measured" and d["cache"] == "miss"
+    assert any("cannot write the selection cache" in r.getMessage() for r in caplog.records)
+
+
+def test_timing_a_slow_backend_stops_at_its_budget():
+    from fer_edge.runtimes.selection import time_backend
+
+    class Slow:
+        calls = 0
+
+        def run(self, x):
+            Slow.calls += 1
+            time.sleep(0.03)
+
+    time_backend(Slow(), np.zeros(1), warmup=2, runs=10, budget_s=0.05)
+    assert Slow.calls <= 1 + 3  # one warm-up (half the budget spent), then the 3-call minimum
