@@ -117,7 +117,7 @@ class Recognizer:
         return [Prediction(self.labels[b], float(p[b]), p, self.labels) for b, p in zip(best, probs)]
 
     def predict(self, crop: Any) -> Prediction:
-        """One face crop: uint8 HxW gray, HxWx3 BGR or HxWx4 BGRA, any size."""
+        """One face crop: uint8 HxW gray, HxWx3 BGR or HxWx4 BGRA, 8 to 4096 px a side."""
         return self.predict_batch([crop], names=["image"])[0]
 
     __call__ = predict
