@@ -39,8 +39,13 @@ def record_evaluation(bundle_dir: str | os.PathLike, result: dict[str, Any], *, 
     bundle = Bundle.open(root)
     m = bundle.manifest
     key = key or f"{Path(str(result['data'])).name}/{result['split']}"
+    from ..evaluate import CROSS_CPU_TOLERANCE
+    from ..runtimes.machine import machine_info
+
+    # INT8 figures depend on the CPU's kernels: say which CPU, and how far another may move them
     m.evaluation[key] = {**summarize(result), "command": command,
-                         "date": datetime.now(timezone.utc).date().isoformat()}
+                         "date": datetime.now(timezone.utc).date().isoformat(), "machine": machine_info(),
+                         "tolerance_across_cpus": CROSS_CPU_TOLERANCE}
     training = m.extra.get("training") or {}
     (root / "MODEL_CARD.md").write_text(model_card(m, training))
     write_manifest(root, m)

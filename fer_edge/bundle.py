@@ -150,7 +150,19 @@ def cache_dir() -> Path:
 def _unzip(path: Path) -> Path:
     """Unpack a zipped bundle into the cache (keyed by the zip's hash) after checking every entry."""
     if not zipfile.is_zipfile(path):
+        with open(path, "rb") as f:
+            head = f.read(4)
+        if head == b"PK\x03\x04":  # a zip's first entry, but no directory at the end: cut short
+            raise BundleError(f"{path} is a truncated or damaged zip file ({path.stat().st_size} bytes, no zip "
+                              "directory at its end): download or copy it again")
         raise BundleError(f"{path}: neither a bundle folder nor a zip file")
+    try:
+        return _extract(path)
+    except (zipfile.BadZipFile, EOFError) as e:  # a damaged entry (CRC, short data) inside a whole-looking zip
+        raise BundleError(f"{path} is a truncated or damaged zip file ({e}): download or copy it again") from e
+
+
+def _extract(path: Path) -> Path:
     with zipfile.ZipFile(path) as z:
         names = z.namelist()
         for info in z.infolist():

@@ -13,6 +13,15 @@ from ._version import __version__
 from .errors import BundleError, FerEdgeError, RuntimeUnavailableError
 
 EXIT_CODES = {BundleError: 3, RuntimeUnavailableError: 4}
+# Modules only an optional extra installs -> that extra (a missing one is exit 4, like a backend)
+OPTIONAL_MODULES = {"torch": "train", "torchvision": "train", "sklearn": "train", "matplotlib": "train",
+                    "safetensors": "train", "tqdm": "train", "xgboost": "train", "onnx": "export",
+                    "onnxscript": "export", "onnxsim": "export", "nncf": "export", "treelite": "export",
+                    "tl2cgen": "export", "cv2": "video"}
+DEVICE_HELP = ("cpu, cuda[:N] (gpu[:N] says the same; for openvino it is its GPU plugin) or a backend's own name "
+               "(onnxruntime tensorrt[:N]; openvino NPU, AUTO); default: a CUDA GPU where the backend can use one, "
+               "else the CPU")
+COMMAND_EXTRAS = {"export": "export", "build-head": "export", "build-engine": "export,tensorrt"}
 
 
 def _recognizer(args: argparse.Namespace):
@@ -42,7 +51,8 @@ def _cmd_info(args: argparse.Namespace) -> int:
         for key in ("providers", "device_names"):
             if b.get(key):
                 print(f"  {'':12s} {key}: {b[key]}")
-    print(f"auto order: {', '.join(data['auto_order'])} ({data['auto_reason']})")
+    print(f"auto: {data['auto']}")
+    print(f"fixed order: {', '.join(data['auto_order'])} ({data['auto_reason']})")
     print(f"default model: {data['default_model']}; packaged models: {', '.join(data['packaged_models']) or 'none'}")
     for name, m in data["models"].items():
         print(f"  {name}: {m}")
@@ -53,16 +63,30 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     from .data import read_image
 
     rec = _recognizer(args)
-    images = [read_image(p) for p in args.images]
-    preds = rec.predict_batch(images)
+    # Each file on its own: one bad file is reported (on stderr) and the good ones still predicted.
+    paths, images, failed = [], [], 0
+    for path in args.images:
+        try:
+            image = read_image(path, check=not args.allow_corrupt)
+            rec.preprocess([image], names=[path])  # refuses what the model cannot use, naming the file
+        except FerEdgeError as e:
+            print(f"fer-edge predict: error: {e}", file=sys.stderr)
+            failed += 1
+            continue
+        paths.append(path)
+        images.append(image)
+    preds = rec.predict_batch(images, names=paths) if images else []
     if args.json:
         print(json.dumps({"model": rec.describe(),
-                          "predictions": [{"image": p, **pred.as_dict()} for p, pred in zip(args.images, preds)]},
+                          "predictions": [{"image": p, **pred.as_dict()} for p, pred in zip(paths, preds)]},
                          indent=2))
     else:
-        for path, pred in zip(args.images, preds):
+        for path, pred in zip(paths, preds):
             print(f"{path}\t{pred.label}\t{pred.score:.3f}")
         print(f"# {rec.backend} {rec.precision}", file=sys.stderr)
+    if failed:
+        print(f"fer-edge predict: {failed} of {len(args.images)} images could not be predicted", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -99,6 +123,15 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
             print(f"{c[:8]:>8s}  " + " ".join(f"{v:8d}" for v in row))
     for key, value in result["agreement"].items():
         print(f"top-1 agreement {key}: {value * 100:.2f} %")
+    vs = result.get("vs_recorded")
+    if vs:
+        print(f"against the bundle's recorded figures (taken on {vs['cpu']}; tolerance across x86 CPUs in "
+              "fer_edge.evaluate.CROSS_CPU_TOLERANCE):")
+        for key, metrics in vs["runs"].items():
+            print(f"  {key}: " + "   ".join(
+                f"{name} {m['measured'] * 100:.2f} % vs {m['recorded'] * 100:.2f} % ({m['delta'] * 100:+.2f} pp, "
+                f"{'within' if m['within'] else 'OUTSIDE'} +-{m['tolerance'] * 100:.2f})" for name, m in metrics.items()))
+        print("  " + ("all within tolerance" if vs["within"] else "SOME FIGURES ARE OUTSIDE THE CROSS-CPU TOLERANCE"))
     for path in result.get("plots", []):
         print(f"wrote {path}")
     if args.json:
@@ -212,8 +245,10 @@ def _cmd_verify(args: argparse.Namespace) -> int:
 def _cmd_build_engine(args: argparse.Namespace) -> int:
     from .export import build_engine
 
+    from .runtimes.devices import cuda_index
+
     for path in build_engine(args.bundle, precisions=tuple(args.precision.split(",")), max_batch=args.max_batch,
-                             device=args.device):
+                             device=cuda_index(args.device, backend="build-engine")):
         print(f"built {path}")
     return 0
 
@@ -327,8 +362,10 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("images", nargs="+", metavar="IMAGE")
     _add_model_args(pr)
     pr.add_argument("--json", action="store_true", help="print JSON with all probabilities")
+    pr.add_argument("--allow-corrupt", action="store_true",
+                    help="predict JPEGs whose image data is damaged (refused by default: the decoder returns a garbled face)")
     pr.add_argument("--head", default="auto", help="auto (the bundle's default), in_graph, or a head it ships")
-    pr.add_argument("--device", help="backend device: cpu/cuda[:N] (onnxruntime), CPU/GPU/NPU/AUTO (openvino)")
+    pr.add_argument("--device", help=DEVICE_HELP)
     pr.add_argument("--strict", action="store_true", help="auto/fastest: fail instead of trying the next backend")
     pr.add_argument("--refresh", action="store_true", help="--backend fastest: re-time instead of using the cache")
     pr.set_defaults(func=_cmd_predict)
@@ -440,7 +477,7 @@ def build_parser() -> argparse.ArgumentParser:
     be.add_argument("bundle", help="bundle folder")
     be.add_argument("--precision", default="fp16", help="comma list: fp32, fp16, int8")
     be.add_argument("--max-batch", type=int, default=32, help="largest batch of the optimization profile")
-    be.add_argument("--device", type=int, default=0, help="CUDA device index")
+    be.add_argument("--device", default=None, help=DEVICE_HELP + " (engines are built on CUDA GPUs only)")
     be.set_defaults(func=_cmd_build_engine)
 
     t = sub.add_parser("train", help="train a backbone on an ImageFolder tree or fer2013.csv (torchrun: DDP)")
@@ -483,6 +520,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.argv = argv
     try:
         return args.func(args)
+    except ModuleNotFoundError as e:
+        top = (e.name or "").split(".")[0]
+        extra = OPTIONAL_MODULES.get(top)
+        if extra is None:
+            raise
+        extra = COMMAND_EXTRAS.get(args.command, extra)
+        print(f"fer-edge {args.command}: error: this command needs {top}, which is not installed here. "
+              f"Install it with: pip install 'fer-edge[{extra}]'", file=sys.stderr)
+        return 4
     except FerEdgeError as e:
         print(f"fer-edge {args.command}: error: {e}", file=sys.stderr)
         return next((code for cls, code in EXIT_CODES.items() if isinstance(e, cls)), 1)

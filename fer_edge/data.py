@@ -42,12 +42,28 @@ class FaceSet:
         return FaceSet(self.images[index], self.labels[index], [self.sources[i] for i in index], self.classes)
 
 
-def read_image(path: str | os.PathLike) -> np.ndarray:
-    """Read an image file as uint8: HxW for grayscale files, HxWx3 BGR otherwise."""
+def read_image(path: str | os.PathLike, *, check: bool = True) -> np.ndarray:
+    """Read an image file as uint8: HxW for grayscale files, HxWx3 BGR otherwise.
+
+    check: walk a baseline JPEG's image data first (fer_edge.jpeg_check), because Pillow decodes
+    damaged data silently into a garbled face; a fault is a DataError naming the file.
+    """
     try:
         from PIL import Image
     except ImportError as e:  # pragma: no cover - pillow is a core dependency
         raise DataError("reading image files needs Pillow: pip install pillow") from e
+    if check:
+        from .jpeg_check import jpeg_fault
+
+        try:
+            fault = jpeg_fault(path)
+        except FileNotFoundError as e:
+            raise DataError(f"image not found: {path}") from e
+        except OSError as e:
+            raise DataError(f"cannot read image {path}: {e}") from e
+        if fault:
+            raise DataError(f"{path}: corrupt JPEG data ({fault}); the decoder would return a damaged image "
+                            "(read it anyway with check=False, or --allow-corrupt on the command line)")
     try:
         with Image.open(path) as im:
             im.load()

@@ -22,6 +22,7 @@ def cuda_info() -> dict[str, Any]:
 def info() -> dict[str, Any]:
     from .bundle import DEFAULT_MODEL, Bundle, packaged_models
     from .runtimes import BACKENDS, auto_order, cpu_count, cpu_model, cpu_vendor, probe_all
+    from .runtimes.selection import auto_mode
 
     order, why = auto_order()
     models = {}
@@ -47,6 +48,9 @@ def info() -> dict[str, Any]:
         "cpu": f"{platform.machine()} {cpu_vendor()} {cpu_model()}, {cpu_count()} usable cores",
         "cuda": cuda_info(),
         "backends": backends,
+        "auto": "fixed order (FER_EDGE_AUTO=order)" if auto_mode() == "order" else
+                "measured: each usable backend timed at first use per bundle, the fastest kept (cached); "
+                "FER_EDGE_AUTO=order for the fixed order",
         "auto_order": order,
         "auto_reason": why,
         "default_model": DEFAULT_MODEL,

@@ -14,6 +14,10 @@ import numpy as np
 from .errors import InputError
 
 INTERPOLATIONS = ("area", "bilinear")
+# A face crop smaller than this cannot carry an expression (FER2013 faces are 48 px; eyes and mouth
+# need a few pixels each); one larger than this on a side is a photo or a frame, not a crop.
+MIN_CROP_PX = 8
+MAX_CROP_PX = 4096
 
 
 @dataclass(frozen=True)
@@ -90,10 +94,7 @@ def to_gray(image: Any, *, what: str = "image") -> np.ndarray:
     if image.dtype.kind == "f" and image.size and not np.isfinite(image).all():
         raise InputError(f"{what} contains NaN or infinite values")
     if image.dtype != np.uint8:
-        raise InputError(
-            f"{what} has dtype {image.dtype}; expected uint8 (0..255). "
-            "Convert first, e.g. (img * 255).clip(0, 255).astype(np.uint8) for floats in [0, 1]"
-        )
+        raise InputError(f"{what} has dtype {image.dtype}; expected uint8 (0..255). {_conversion_hint(image)}")
     if image.ndim == 3 and image.shape[2] == 1:
         image = image[:, :, 0]
     if image.ndim == 2:
@@ -110,6 +111,33 @@ def to_gray(image: Any, *, what: str = "image") -> np.ndarray:
     if gray.shape[0] < 1 or gray.shape[1] < 1:
         raise InputError(f"{what} is empty (shape {image.shape})")
     return gray
+
+
+def _conversion_hint(image: np.ndarray) -> str:
+    """How to convert this array to uint8, judged from its dtype and its values (not a guess)."""
+    if image.dtype == np.bool_:
+        return "For a boolean mask: img.astype(np.uint8) * 255"
+    if image.dtype.kind not in "fiu" or not image.size:
+        return "Convert it to uint8 0..255 first"
+    lo, hi = float(image.min()), float(image.max())
+    if image.dtype.kind == "f" and lo >= 0 and hi <= 1:
+        return "Its values are in [0, 1]: (img * 255).round().clip(0, 255).astype(np.uint8)"
+    if lo >= 0 and hi <= 255:
+        cast = "np.rint(img).astype(np.uint8)" if image.dtype.kind == "f" else "img.astype(np.uint8)"
+        return f"Its values are already in 0..255: {cast}"
+    return (f"Its values span {lo:g}..{hi:g}: rescale them to 0..255 first, e.g. "
+            "((img - img.min()) * (255 / np.ptp(img))).astype(np.uint8)")
+
+
+def check_crop_size(gray: np.ndarray, what: str = "image") -> None:
+    """A face crop of MIN_CROP_PX..MAX_CROP_PX px a side; anything else is refused, with the reason."""
+    h, w = gray.shape[:2]
+    if min(h, w) < MIN_CROP_PX:
+        raise InputError(f"{what} is {h}x{w} px; a face crop needs at least {MIN_CROP_PX}x{MIN_CROP_PX} px to "
+                         "carry an expression (the model sees 48x48)")
+    if max(h, w) > MAX_CROP_PX:
+        raise InputError(f"{what} is {h}x{w} px, larger than any face crop (at most {MAX_CROP_PX} px a side): "
+                         "crop the face first, or pass the frame to Recognizer.predict_frame to detect the faces")
 
 
 @lru_cache(maxsize=64)
@@ -154,11 +182,12 @@ def median_filter(images: np.ndarray, kernel: int) -> np.ndarray:
     return np.median(windows.reshape(*images.shape, kernel * kernel), axis=-1).astype(np.float32)
 
 
-def preprocess(images: Sequence[Any], spec: InputSpec) -> np.ndarray:
+def preprocess(images: Sequence[Any], spec: InputSpec, *, names: Sequence[str] | None = None) -> np.ndarray:
     """A sequence of images -> contiguous float32 batch of shape (N, 1, H, W).
 
     A numpy array counts as a sequence of images along its first axis (N x H x W gray or
-    N x H x W x C colour); pass a single image as a one-element list.
+    N x H x W x C colour); pass a single image as a one-element list. `names` (one per image,
+    e.g. file paths) name the images in errors; default "image[i]".
     """
     if images is None:
         raise InputError("images is None; expected a list of uint8 images")
@@ -171,7 +200,9 @@ def preprocess(images: Sequence[Any], spec: InputSpec) -> np.ndarray:
         raise InputError("empty batch; expected at least one image")
     batch = np.empty((len(images), 1, *spec.size), dtype=np.float32)
     for i, image in enumerate(images):
-        gray = to_gray(image, what=f"image[{i}]")
+        what = names[i] if names is not None else f"image[{i}]"
+        gray = to_gray(image, what=what)
+        check_crop_size(gray, what)
         batch[i, 0] = resize(gray, spec.size, spec.interpolation)
     if spec.median:
         batch[:, 0] = median_filter(batch[:, 0], spec.median)

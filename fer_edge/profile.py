@@ -7,7 +7,8 @@
   detection   the face detector on a 640x480 frame with three faces (once: it does not depend
               on the backend; its threads follow OMP_NUM_THREADS)
 for every (backend, precision, head, batch, threads) asked for, and reports p50/p95/p99 ms per
-call and per crop, crops per second, the process's peak RSS and the Python-side peak
+call and per crop, crops per second, the resident memory the row's own Recognizer added
+("+RSS MiB"; the process's RSS and its peak so far are in the JSON), the Python-side peak
 allocation of a call (tracemalloc), and the backend, precision and head the Recognizer actually
 bound (`describe()`). On a Jetson, `tegrastats` is read in the background and each row gets the
 mean power of its window. Speed figures belong in benchmark runs, not in unit tests.
@@ -67,6 +68,15 @@ def percentiles(samples_ms: Sequence[float]) -> dict[str, float]:
     if a.size == 0:
         raise InputError("no samples to summarise")
     return {f"p{q}": float(np.percentile(a, q)) for q in PERCENTILES} | {"mean": float(a.mean())}
+
+
+def rss_mib() -> float | None:
+    """The process's resident set now (Linux /proc; None where it cannot be read)."""
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except (OSError, ValueError, IndexError, AttributeError):
+        return None
 
 
 def peak_rss_mib() -> float:
@@ -210,19 +220,8 @@ def _recognizer(bundle, backend: str, precision: str, head: str, threads: int):
 
 
 def _stages(rec):
-    """The three stage callables of a Recognizer: crops -> batch -> outputs -> probabilities."""
-    from .preprocess import preprocess
-
-    outputs = rec.manifest.model["outputs"]
-    run = rec._selection.backend.run  # no public per-stage hook yet (see docs/architecture.md)
-    head = getattr(rec, "head", None)
-    if head is None:
-        from .runtimes.heads import softmax
-
-        def head(embedding, logits):
-            return softmax(logits)
-    return (lambda crops: preprocess(crops, rec.spec), run,
-            lambda out: head(out[outputs["embedding"]], out[outputs["logits"]]))
+    """The Recognizer's three public stages: crops -> batch -> outputs -> probabilities."""
+    return rec.preprocess, rec.backbone, rec.classify
 
 
 def _time_row(rec, crops: list[np.ndarray], runs: int, warmup: int) -> dict[str, list[float]]:
@@ -268,6 +267,7 @@ def profile(model=None, config: ProfileConfig | None = None, *, progress=None) -
     try:
         for backend, precision, head in _plan(bundle, cfg):
             for threads in cfg.threads:
+                before = rss_mib()  # what this row's Recognizer (model, session, buffers) adds is measured from here
                 rec = _recognizer(bundle, backend, precision, head, threads)
                 d = rec.describe()
                 head_d = d.get("head") or {"name": "in_graph"}
@@ -284,6 +284,7 @@ def profile(model=None, config: ProfileConfig | None = None, *, progress=None) -
                            "ms_per_crop": {k: v / batch for k, v in total.items()},
                            "crops_per_s": batch * 1000.0 / total["p50"],
                            "peak_rss_mib": peak_rss_mib(), "python_peak_kib": _python_peak_kib(rec, batch_crops),
+                           **_rss_fields(before),
                            "requested": {"backend": backend, "precision": precision, "head": head}}
                     if power is not None:
                         row["power"] = power.mean_power(t_start, t_end)
@@ -314,6 +315,7 @@ def _profile_detection(crops: list[np.ndarray], cfg: ProfileConfig) -> dict[str,
     usable = [n for n, (ok, _) in available_detectors().items() if ok]
     if not usable:
         return None
+    before = rss_mib()
     det = create_detector("auto")
     frame = _detection_frame(crops)
     times = []
@@ -327,7 +329,15 @@ def _profile_detection(crops: list[np.ndarray], cfg: ProfileConfig) -> dict[str,
             "batch": 1, "threads": os.environ.get("OMP_NUM_THREADS", "default"), "runs": cfg.runs,
             "frame": list(frame.shape), "ms_per_call": {"detection": p, "total": p},
             "ms_per_crop": None, "crops_per_s": None, "frames_per_s": 1000.0 / p["p50"],
-            "peak_rss_mib": peak_rss_mib(), "python_peak_kib": None, "detector": det.describe()}
+            "peak_rss_mib": peak_rss_mib(), "python_peak_kib": None, "detector": det.describe(), **_rss_fields(before)}
+
+
+def _rss_fields(before: float | None) -> dict[str, float | None]:
+    """rss_mib: the process's resident set after the row; rss_added_mib: what the row's own
+    Recognizer (or detector) and its runs added since just before it was made (peak_rss_mib is the
+    process's peak so far, which only rises from row to row)."""
+    now = rss_mib()
+    return {"rss_mib": now, "rss_added_mib": None if now is None or before is None else max(0.0, now - before)}
 
 
 # ---------------------------------------------------------------- output
@@ -335,7 +345,7 @@ def _profile_detection(crops: list[np.ndarray], cfg: ProfileConfig) -> dict[str,
 def format_table(result: dict[str, Any]) -> str:
     head = (f"{'stage':9s} {'backend':11s} {'prec':5s} {'head':9s} {'batch':>5s} {'thr':>3s} "
             f"{'pre p50':>8s} {'bb p50':>8s} {'head p50':>8s} {'p50':>8s} {'p95':>8s} {'p99':>8s} "
-            f"{'ms/crop':>8s} {'crops/s':>9s} {'RSS MiB':>8s}")
+            f"{'ms/crop':>8s} {'crops/s':>9s} {'+RSS MiB':>8s}")
     lines = [f"{result['model']}: milliseconds per call unless noted ({result['date']})", head, "-" * len(head)]
     for r in result["rows"]:
         m = r["ms_per_call"]
@@ -346,11 +356,15 @@ def format_table(result: dict[str, Any]) -> str:
         line = (f"{r['stage']:9s} {r['backend']:11s} {r['precision'] or '-':5s} {r['head'] or '-':9s} "
                 f"{r['batch']:5d} {str(r['threads']):>3s} {stages['preprocess']} {stages['backbone']} {stages['head']} "
                 f"{m['total']['p50']:8.3f} {m['total']['p95']:8.3f} {m['total']['p99']:8.3f} {per_crop} "
-                f"{rate:9.1f}{unit} {r['peak_rss_mib']:8.1f}")
+                f"{rate:9.1f}{unit} {_mib(r.get('rss_added_mib'))}")
         if r.get("power"):
             line += f"  {r['power']['total_mw'] / 1000:.2f} W"
         lines.append(line)
     return "\n".join(lines)
+
+
+def _mib(value: float | None) -> str:
+    return f"{value:8.1f}" if value is not None else f"{'?':>8s}"
 
 
 def plot(result: dict[str, Any], path: str | os.PathLike) -> str:

@@ -19,8 +19,10 @@ class Recognizer:
     """Recognise facial expressions in face crops.
 
     model: None (the packaged default), a packaged model name, or a bundle folder / zip.
-    backend: "auto" (best usable backend here, ranked), "fastest" (each usable backend timed
-      briefly here, the choice cached per bundle and machine; `refresh=True` re-times), or a name
+    backend: "auto" (each usable backend timed briefly here at its gated precision, the fastest
+      kept and cached per bundle and machine; FER_EDGE_AUTO=order takes the fixed preference order
+      instead), "fastest" (every backend x precision pair timed longer, also cached; `refresh=True`
+      re-times either), or a name
       ("onnxruntime", "openvino", "tensorrt"); an explicit backend never falls back to another,
       and `strict=True` makes auto/fastest raise when a usable backend fails to load.
     precision: "auto" (INT8 where shipped and it passed the accuracy gate, else FP32) or
@@ -28,8 +30,10 @@ class Recognizer:
     head: "auto" (the manifest's default head), "in_graph" (the graph's logits) or a head the
       bundle ships ("xgboost", "linear"); a named head that cannot load raises.
     threads: fix the backend's (and the compiled head's) thread count.
-    device: the backend's device: onnxruntime "cpu" / "cuda[:N]" / "tensorrt[:N]", openvino
-      "CPU" / "GPU" / "NPU" / "AUTO", tensorrt "cuda[:N]"; None lets the backend choose.
+    device: one vocabulary for every backend (fer_edge.runtimes.devices): "cpu", "cuda[:N]"
+      ("gpu[:N]": the same, or OpenVINO's GPU plugin), or a backend's own name (onnxruntime
+      "tensorrt[:N]", openvino "NPU" / "AUTO"). None, the default, is one rule for all: a CUDA GPU
+      where the backend can use one here, else the CPU.
     `describe()` says what was chosen and why. One Recognizer may be called from many threads.
     """
 
@@ -69,37 +73,52 @@ class Recognizer:
         return {"model": self.manifest.name, "source": str(self.bundle.source), **s.describe(),
                 **{k: v for k, v in s.backend.describe().items() if k != "backend"}, "head": self.head.describe()}
 
-    def _run(self, batch: np.ndarray) -> dict[str, np.ndarray]:
-        return self._selection.backend.run(batch)
+    # --- the three stages: crops -> preprocess -> backbone -> classify -> probabilities ----------------
+    # Every caller (predict_*, embed, profile, evaluate) goes through these, so the path from an
+    # image to a prediction is written once.
 
-    def _chunks(self, crops: Sequence[Any]):
-        batch = preprocess(crops, self.spec)
-        for i in range(0, len(batch), MAX_CHUNK):
-            yield self._run(batch[i : i + MAX_CHUNK])
+    def preprocess(self, crops: Sequence[Any], *, names: Sequence[str] | None = None) -> np.ndarray:
+        """Stage 1: crops -> the model's (N, 1, H, W) float32 input, by the bundle's input spec.
+        `names` (one per crop, e.g. file paths) name the crops in errors."""
+        return preprocess(crops, self.spec, names=names)
 
-    def predict_proba(self, crops: Sequence[Any]) -> np.ndarray:
-        """(N, num_classes) probabilities for a list of crops (or an N x H x W[x C] uint8 array)."""
-        emb, logits = self._outputs["embedding"], self._outputs["logits"]
-        probs = np.concatenate([self.head(out[emb], out[logits]) for out in self._chunks(crops)])
+    def backbone(self, batch: np.ndarray) -> dict[str, np.ndarray]:
+        """Stage 2: a preprocessed batch -> {"embedding": (N, F), "logits": (N, C)} from the backend
+        (at most MAX_CHUNK crops per backend call)."""
+        outs = [self._run(batch[i : i + MAX_CHUNK]) for i in range(0, len(batch), MAX_CHUNK)]
+        return {role: (outs[0][name] if len(outs) == 1 else np.concatenate([o[name] for o in outs]))
+                for role, name in self._outputs.items()}
+
+    def classify(self, outputs: dict[str, np.ndarray]) -> np.ndarray:
+        """Stage 3: the backbone's outputs -> (N, num_classes) probabilities through `self.head`."""
+        probs = self.head(outputs["embedding"], outputs["logits"])
         if probs.shape[1:] != (len(self.labels),):
             raise BundleError(f"head {self.head.describe().get('name')!r} returned shape {probs.shape}; "
                               f"expected (N, {len(self.labels)})")
         return probs
 
-    def embed(self, crops: Sequence[Any]) -> np.ndarray:
-        """(N, feature_dim) pooled embeddings (the input of tree or linear heads)."""
-        key = self._outputs["embedding"]
-        return np.concatenate([out[key] for out in self._chunks(crops)])
+    def _run(self, batch: np.ndarray) -> dict[str, np.ndarray]:
+        return self._selection.backend.run(batch)
 
-    def predict_batch(self, crops: Sequence[Any]) -> list[Prediction]:
+    def predict_proba(self, crops: Sequence[Any], *, names: Sequence[str] | None = None) -> np.ndarray:
+        """(N, num_classes) probabilities for a list of crops (or an N x H x W[x C] uint8 array)."""
+        batch = self.preprocess(crops, names=names)
+        return np.concatenate([self.classify(self.backbone(batch[i : i + MAX_CHUNK]))
+                               for i in range(0, len(batch), MAX_CHUNK)])
+
+    def embed(self, crops: Sequence[Any], *, names: Sequence[str] | None = None) -> np.ndarray:
+        """(N, feature_dim) pooled embeddings (the input of tree or linear heads)."""
+        return self.backbone(self.preprocess(crops, names=names))["embedding"]
+
+    def predict_batch(self, crops: Sequence[Any], *, names: Sequence[str] | None = None) -> list[Prediction]:
         """Many crops through the backend in batches (up to MAX_CHUNK per backend call)."""
-        probs = self.predict_proba(crops)
+        probs = self.predict_proba(crops, names=names)
         best = probs.argmax(axis=1)
         return [Prediction(self.labels[b], float(p[b]), p, self.labels) for b, p in zip(best, probs)]
 
     def predict(self, crop: Any) -> Prediction:
-        """One face crop: uint8 HxW gray, HxWx3 BGR or HxWx4 BGRA, any size."""
-        return self.predict_batch([crop])[0]
+        """One face crop: uint8 HxW gray, HxWx3 BGR or HxWx4 BGRA, 8 to 4096 px a side."""
+        return self.predict_batch([crop], names=["image"])[0]
 
     __call__ = predict
 

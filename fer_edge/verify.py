@@ -140,26 +140,67 @@ def _tolerance(bundle, key: str, precision: str) -> dict[str, float]:
     return {**(g.get("tolerance") or {}).get(precision, {}), **(g.get("thresholds") or {}).get(key, {})}
 
 
-def _stamped_digest(path, fmt: str) -> tuple[str | None, str]:
-    """(digest stamped in the file or None, how it was read / why not)."""
+STAMP_FIELDS = ("name", "version", "labels", "input")  # identity fields an artifact may carry besides the digest
+
+
+def _stamp(path, fmt: str) -> tuple[dict[str, str] | None, str]:
+    """(the fer_edge fields stamped in the file, or None when they cannot be read; where they live).
+    Older exports wrote ONNX keys without the `fer_edge.` prefix: those are read too."""
     try:
         if fmt == "onnx":
             import onnx
 
             props = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
-            return props.get(f"fer_edge.{DIGEST_KEY}"), "onnx metadata_props"
+            fields = {k: props[k] for k in (*STAMP_FIELDS, DIGEST_KEY) if k in props}
+            fields.update({k[len("fer_edge."):]: v for k, v in props.items() if k.startswith("fer_edge.")})
+            return fields, "onnx metadata_props"
         if fmt == "openvino":
             import openvino as ov
 
             model = ov.Core().read_model(str(path))
-            if not model.has_rt_info(["fer_edge", DIGEST_KEY]):
-                return None, "openvino rt_info"
-            return model.get_rt_info(["fer_edge", DIGEST_KEY]).astype(str), "openvino rt_info"
+            fields = {k: model.get_rt_info(["fer_edge", k]).astype(str) for k in (*STAMP_FIELDS, DIGEST_KEY)
+                      if model.has_rt_info(["fer_edge", k])}
+            return fields, "openvino rt_info"
     except ImportError as e:
         return None, f"cannot read its metadata here ({e})"
     except Exception as e:  # a corrupt file: the run check below reports it too
         return None, f"unreadable metadata ({type(e).__name__}: {str(e)[:120]})"
     return None, f"{fmt} files carry no metadata"
+
+
+def _stamped_digest(path, fmt: str) -> tuple[str | None, str]:
+    """(digest stamped in the file or None, how it was read / why not)."""
+    fields, how = _stamp(path, fmt)
+    return (fields or {}).get(DIGEST_KEY), how
+
+
+def _identity(bundle, fields: dict[str, str] | None, how: str) -> tuple[str, list[str]]:
+    """What the artifact's stamp says, in words, and the stamped fields that contradict the manifest."""
+    if fields is None:
+        return f"identity not checked: {how}", []
+    m = bundle.manifest.to_dict()
+    want = {"name": m.get("name"), "version": str(m.get("version")), "labels": m.get("labels"), "input": m.get("input")}
+    present = [k for k in STAMP_FIELDS if k in fields]
+    wrong = []
+    for k in present:
+        value = fields[k]
+        if k in ("labels", "input"):
+            try:
+                value = json.loads(value)
+                if k == "input":  # through InputSpec, so a field added since (with its default) still matches
+                    from .preprocess import InputSpec
+
+                    value = InputSpec.from_dict(value).to_dict()
+            except (ValueError, TypeError):
+                pass
+        if value != want[k]:
+            wrong.append(f"stamped {k} {fields[k][:60]!r} differs from the manifest's")
+    if DIGEST_KEY in fields:
+        return f"identity stamped in {how} (manifest digest" + (f", {', '.join(present)})" if present else ")"), wrong
+    if present:
+        return (f"{how} carries {', '.join(present).replace('input', 'input spec')}, matching the manifest, but no "
+                "manifest digest (an export older than the digest; `fer-edge export` stamps it)"), wrong
+    return f"no identity in {how}: labels and input spec come from the manifest alone", wrong
 
 
 def _skip_reason(art) -> str | None:
@@ -192,12 +233,16 @@ def _check_artifact(bundle, art, golden, digest: str, report: VerifyReport) -> N
     if not path.is_file():
         report.add(name, "failed", f"{art.path} is missing")
         return
-    stamped, how = _stamped_digest(path, art.format)
+    fields, how = _stamp(path, art.format)
+    stamped = (fields or {}).get(DIGEST_KEY)
     if stamped is not None and stamped != digest:
         report.add(name, "failed", f"{how} names manifest digest {stamped[:12]}..., this manifest is {digest[:12]}...: "
                                    "the file belongs to another bundle")
         return
-    identity = "identity stamped" if stamped else f"no identity stamp ({how})"
+    identity, contradictions = _identity(bundle, fields, how)
+    if contradictions:
+        report.add(name, "failed", "; ".join(contradictions) + ": the file belongs to another bundle")
+        return
     skip = _skip_reason(art)
     if skip:
         report.add(name, "skipped", f"{skip} ({identity})")

@@ -35,3 +35,16 @@ def cpu_count() -> int:
         return len(os.sched_getaffinity(0))  # what this process may use, not what the box has
     except (AttributeError, OSError):
         return os.cpu_count() or 1
+
+
+def machine_info() -> dict[str, object]:
+    """What recorded figures were measured on (INT8 kernels differ between CPUs)."""
+    from importlib import metadata
+
+    versions = {}
+    for dist in ("onnxruntime", "onnxruntime-gpu", "openvino"):
+        try:
+            versions[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            pass
+    return {"cpu": cpu_model(), "vendor": cpu_vendor(), "cores": cpu_count(), "arch": platform.machine(), **versions}

@@ -1,8 +1,8 @@
 """ONNX Runtime backend: CPU, and the CUDA / TensorRT execution providers where they really run.
 
-`device` picks the execution providers: "cpu", "cuda" (or "cuda:N"), "tensorrt" (or
-"tensorrt:N"), or None for auto (CUDA when its provider is installed *and* the driver opens a
-device, else CPU). ONNX Runtime quietly drops a provider it cannot initialise, so after the
+`device` picks the execution providers: "cpu", "cuda" (or "cuda:N", "gpu[:N]"), "tensorrt" (or
+"tensorrt:N"), or None for the shared default of runtimes/devices.py (CUDA when its provider is
+installed *and* the driver opens a device, else CPU). ONNX Runtime quietly drops a provider it cannot initialise, so after the
 session is made the providers it actually bound are checked against the request.
 """
 
@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import BundleError, InputError, RuntimeUnavailableError
+from . import devices
 from .base import Backend, Probe, register_backend
 
 # device -> the providers to ask for, best first (CPU stays last: ORT runs unsupported nodes there).
@@ -27,15 +28,17 @@ PROVIDER_DEVICE = {"CPUExecutionProvider": "cpu", "CUDAExecutionProvider": "cuda
                    "TensorrtExecutionProvider": "tensorrt"}
 
 
-def parse_device(device: str | None) -> tuple[str | None, int]:
-    """'cuda:1' -> ('cuda', 1); None -> (None, 0). Refuses names ONNX Runtime has no provider for."""
-    if device is None:
+def parse_device(device: str | int | None) -> tuple[str | None, int]:
+    """'cuda:1' (or 'gpu:1', or 1) -> ('cuda', 1); None -> (None, 0), the shared default
+    (runtimes/devices.py). Refuses names ONNX Runtime has no provider for."""
+    d = devices.parse_device(device)
+    if d is None:
         return None, 0
-    kind, _, index = str(device).lower().partition(":")
-    if kind not in DEVICE_PROVIDERS or (index and not index.isdigit()):
+    kind = "cuda" if d.kind == "gpu" else d.kind
+    if kind not in DEVICE_PROVIDERS or (":" in d.text and d.index is None):
         raise InputError(f"onnxruntime device must be one of {sorted(DEVICE_PROVIDERS)} (optionally ':N' for "
-                         f"a GPU index) or None for auto, got {device!r}")
-    return kind, int(index or 0)
+                         f"a GPU index; 'gpu' means 'cuda') or None for the default, got {device!r}")
+    return kind, d.index or 0
 
 
 def _cuda_present() -> bool:

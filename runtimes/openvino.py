@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import BundleError, RuntimeUnavailableError
+from . import devices
 from .base import Backend, Probe, register_backend
 from .machine import cpu_vendor
 
@@ -44,6 +45,21 @@ def _execution_devices(compiled, device: str) -> dict[str, str]:
     except Exception:
         real = [device]
     return {d: full_device_name(d) for d in real}
+
+
+def openvino_device(device: str | int | None) -> str:
+    """The shared vocabulary (runtimes/devices.py) in OpenVINO's words: None and "cpu" -> "CPU" (the
+    default rule: OpenVINO has no CUDA device), "gpu[:N]" -> its GPU plugin "GPU[.N]"; its own names
+    ("NPU", "AUTO", "GPU.1", "HETERO:...") pass through, upper-cased."""
+    d = devices.parse_device(device)
+    if d is None or d.kind == "cpu":
+        return "CPU"
+    if d.kind == "gpu":
+        return "GPU" if d.index is None else f"GPU.{d.index}"
+    if d.kind == "cuda":
+        raise RuntimeUnavailableError(f"openvino has no CUDA device ({device!r}); its GPU plugin is 'gpu[:N]' "
+                                      "(Intel graphics), or use backend='onnxruntime' / 'tensorrt' for CUDA")
+    return d.text.upper()
 
 
 @register_backend
@@ -80,13 +96,17 @@ class OpenVinoBackend(Backend):
         probe = self.probe()
         if not probe.usable:
             raise RuntimeUnavailableError(f"{probe.reason}; install it with: pip install 'fer-edge[{self.extra}]'")
-        device = (device or "CPU").upper()
+        device = openvino_device(device)
         plain = {d.split(".")[0] for d in probe.devices}
         if device.split(":")[0] not in VIRTUAL_DEVICES and device not in probe.devices \
                 and device.split(".")[0] not in plain:
             raise RuntimeUnavailableError(f"openvino device {device!r} not available; devices here: "
                                           f"{list(probe.devices)} (or {', '.join(VIRTUAL_DEVICES)})")
         config: dict[str, Any] = {"PERFORMANCE_HINT": "LATENCY"}
+        if device == "CPU":
+            # OpenVINO runs FP32 layers in bf16 by default on CPUs with AVX512_BF16/AMX (Xeon since
+            # Cooper Lake), so the same artifact would answer differently on Intel and AMD. Pin f32.
+            config["INFERENCE_PRECISION_HINT"] = "f32"
         if threads and device == "CPU":
             config.update(INFERENCE_NUM_THREADS=threads, NUM_STREAMS=1)
         try:

@@ -1,17 +1,22 @@
 """Which backend runs a bundle: an explicit name, `auto` (ranked) or `fastest` (timed, cached).
 
 - explicit: that backend or an error; never another one.
-- auto: backends ranked by `Backend.preference()` (TensorRT on a CUDA device, then OpenVINO on
-  Intel, then ONNX Runtime); the first whose probe says usable *and* that loads wins; every
-  backend passed over is recorded with the reason. `strict=True`: a usable backend that then
-  fails to load is an error, not a reason to try the next.
-- fastest: every usable (backend, precision) pair is timed briefly at batch 1; the fastest
-  wins and the choice is cached per bundle and machine (`selection_cache`).
+- auto: measured. Each usable backend is timed briefly (AUTO_RUNS calls, batch 1, the bundle's
+  golden crop) at the precision precision="auto" gives it (INT8 where it passed its accuracy
+  gate, as for an explicit backend) and the fastest wins; the choice is cached per bundle and
+  machine (`selection_cache`). Only where timing is disabled
+  (FER_EDGE_AUTO=order) or impossible (a usable backend would first have to build a device engine)
+  does auto take the fixed order of `Backend.preference()`: the first usable backend that loads.
+  Every backend passed over is recorded with the reason. `strict=True`: a usable backend that
+  then fails to load is an error, not a reason to try the next.
+- fastest: the same code timing every (backend, precision) pair with more runs (TIMING_RUNS);
+  `refresh=True` re-times (both strategies).
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -20,7 +25,7 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 
-from ..errors import BundleError, FerEdgeError, RuntimeUnavailableError
+from ..errors import BundleError, FerEdgeError, InputError, RuntimeUnavailableError
 from ..formats import FORMATS
 from . import selection_cache
 from .base import BACKENDS, Backend, Probe, get_backend
@@ -29,6 +34,11 @@ log = logging.getLogger("fer_edge")
 
 TIMING_WARMUP = 3
 TIMING_RUNS = 30
+# auto times the same pairs more briefly: deciding must stay well under a second on a 2-core box
+AUTO_WARMUP = 2
+AUTO_RUNS = 10
+AUTO_PAIR_BUDGET_S = 0.2  # and at most this long per pair (at least 3 runs): a big model cannot stall startup
+AUTO_ENV = "FER_EDGE_AUTO"
 
 
 @dataclass
@@ -40,13 +50,16 @@ class Selection:
     reason: str = ""
     skipped: dict[str, str] = field(default_factory=dict)
     timings_ms: dict[str, float] = field(default_factory=dict)  # fastest only: "backend/precision" -> median ms
-    cache: str | None = None  # fastest only: "hit", "miss" or "refresh"
+    cache: str | None = None  # measured only: "hit", "miss" or "refresh"
+    decision: dict[str, Any] = field(default_factory=dict)  # auto/fastest: how it decided and what that cost
 
     def describe(self) -> dict[str, Any]:
         d = {"backend": self.name, "precision": self.precision, "artifact": str(self.path), "reason": self.reason,
              "skipped": self.skipped}
         if self.timings_ms:
             d.update(timings_ms=self.timings_ms, cache=self.cache)
+        if self.decision:
+            d["decision"] = self.decision
         return d
 
 
@@ -150,7 +163,8 @@ def select_explicit(bundle, backend: str, *, precision: str, threads, device, st
     return sel
 
 
-def select_auto(bundle, *, precision: str, threads, device, strict: bool, refresh: bool) -> Selection:
+def _select_ordered(bundle, *, precision: str, threads, device, strict: bool) -> Selection:
+    """The first usable backend in the fixed preference order that loads."""
     skipped: dict[str, str] = {}
     order, why = auto_order()
     for name in _candidates(bundle, precision, skipped):
@@ -168,45 +182,119 @@ def select_auto(bundle, *, precision: str, threads, device, strict: bool, refres
     raise _none_usable(bundle, skipped)
 
 
-def time_backend(backend: Backend, x: np.ndarray, *, warmup: int = TIMING_WARMUP, runs: int = TIMING_RUNS) -> float:
-    """Median milliseconds of `runs` calls after `warmup` calls."""
+def auto_mode() -> str:
+    """How `auto` decides: 'measure' (default) or 'order' (FER_EDGE_AUTO=order: no timing at all)."""
+    mode = os.environ.get(AUTO_ENV, "measure").strip().lower() or "measure"
+    if mode not in ("measure", "order"):
+        raise InputError(f"{AUTO_ENV} must be 'measure' or 'order', got {mode!r}")
+    return mode
+
+
+def _untimeable(bundle, precision: str) -> str | None:
+    """Why timing is impossible here (None when it is possible)."""
+    skipped: dict[str, str] = {}
+    built = [n for n in _candidates(bundle, precision, skipped) if FORMATS[BACKENDS[n].format].built_on_device]
+    if built:  # timing would mean building an engine for this GPU first: minutes, not milliseconds
+        return f"timing {', '.join(built)} would first build an engine on this device"
+    return None
+
+
+def select_auto(bundle, *, precision: str, threads, device, strict: bool, refresh: bool) -> Selection:
+    """Measured: the fastest usable pair on a short timing (cached like `fastest`); the fixed order
+    only where timing is disabled (FER_EDGE_AUTO=order) or impossible (see `_untimeable`)."""
+    t0 = time.perf_counter()
+    why_not = "disabled by FER_EDGE_AUTO=order" if auto_mode() == "order" else _untimeable(bundle, precision)
+    if why_not is None:
+        sel = _select_measured(bundle, "auto", precision=precision, threads=threads, device=device, strict=strict,
+                               refresh=refresh, warmup=AUTO_WARMUP, runs=AUTO_RUNS, every_precision=False,
+                               budget_s=AUTO_PAIR_BUDGET_S)
+    else:
+        sel = _select_ordered(bundle, precision=precision, threads=threads, device=device, strict=strict)
+        sel.reason += f"; not timed: {why_not}"
+        sel.decision = {"method": "fixed order", "why": why_not}
+    sel.decision["seconds"] = round(time.perf_counter() - t0, 4)
+    return sel
+
+
+def time_backend(backend: Backend, x: np.ndarray, *, warmup: int = TIMING_WARMUP, runs: int = TIMING_RUNS,
+                 budget_s: float | None = None) -> float:
+    """Median milliseconds of `runs` calls after `warmup` calls; with `budget_s`, stop once that
+    much time has gone by and at least 3 calls were timed."""
+    start = time.perf_counter()
     for _ in range(warmup):
         backend.run(x)
+        if budget_s is not None and time.perf_counter() - start > budget_s / 2:
+            break  # one warm-up is enough for a slow model
     times = []
     for _ in range(runs):
         t0 = time.perf_counter()
         backend.run(x)
         times.append(time.perf_counter() - t0)
+        if budget_s is not None and len(times) >= 3 and time.perf_counter() - start > budget_s:
+            break
     return float(np.median(times) * 1000)
 
 
-def select_fastest(bundle, *, precision: str, threads, device, strict: bool, refresh: bool) -> Selection:
+def time_selection(sel: Selection, x: np.ndarray, *, warmup: int, runs: int, budget_s: float | None = None) -> float:
+    """Median ms of one loaded (backend, precision) pair: the one place auto/fastest measure
+    (tests pin it to make an order explicit instead of depending on this machine's speed)."""
+    return time_backend(sel.backend, x, warmup=warmup, runs=runs, budget_s=budget_s)
+
+
+def timing_input(bundle) -> tuple[np.ndarray, str]:
+    """One batch-1 input to time on: the bundle's first golden crop (real face statistics), else noise."""
+    rel = (bundle.manifest.golden.get("files") or {}).get("input")
+    if rel:
+        try:
+            x = np.load(bundle.file(rel))[:1].astype(np.float32)
+            if x.shape[1:] == (bundle.manifest.input.channels, *bundle.manifest.input.size):
+                return x, "golden crop"
+        except Exception:  # an unreadable golden file is verify's finding; noise times the same
+            pass
+    return np.random.default_rng(0).random((1, bundle.manifest.input.channels, *bundle.manifest.input.size),
+                                           dtype=np.float32), "noise"
+
+
+def _select_measured(bundle, strategy: str, *, precision: str, threads, device, strict: bool, refresh: bool,
+                     warmup: int, runs: int, every_precision: bool, budget_s: float | None = None) -> Selection:
+    """Time usable (backend, precision) pairs at batch 1 and keep the fastest; the result is cached
+    per bundle manifest sha256 + machine fingerprint (+ strategy for auto, which times fewer pairs).
+    every_precision: time every precision each backend may use; else only the one that
+    precision="auto" gives that backend (INT8 where it passed its accuracy gate)."""
     probes = probe_all()
     digest = selection_cache.manifest_sha256(bundle)
     machine = selection_cache.fingerprint(probes, threads=threads, device=device, precision=precision)
+    if strategy != "fastest":  # fastest's keys stay as they were
+        machine["strategy"] = strategy
     key = selection_cache.cache_key(digest, machine)
     entry = None if refresh else selection_cache.lookup(key)
     if entry is not None:
         try:
             sel = load(bundle, entry["backend"], entry["precision"], threads=threads, device=device)
         except Exception as e:  # the cached winner no longer loads: re-time rather than trust it
-            log.warning("fer_edge: cached fastest choice %s/%s no longer loads (%s); re-timing",
+            log.warning("fer_edge: cached %s choice %s/%s no longer loads (%s); re-timing", strategy,
                         entry["backend"], entry["precision"], _failure(e))
         else:
             sel.timings_ms, sel.skipped, sel.cache = entry.get("timings_ms", {}), entry.get("skipped", {}), "hit"
-            sel.reason = (f"fastest: {sel.name}/{sel.precision} at {sel.timings_ms.get(f'{sel.name}/{sel.precision}', 0):.3f}"
-                          f" ms per batch-1 call, timed {entry.get('created', '?')} (cached in {selection_cache.cache_path()})")
+            pair = f"{sel.name}/{sel.precision}"
+            sel.reason = (f"{strategy}: {pair} at {sel.timings_ms.get(pair, 0):.3f} ms per batch-1 call, the fastest "
+                          f"of {len(sel.timings_ms)} pairs timed {entry.get('created', '?')} by "
+                          f"{entry.get('strategy', 'fastest')} (cached in {selection_cache.cache_path()})")
+            sel.decision = {"method": "measured", "cache": "hit", "timed": sorted(sel.timings_ms),
+                            "input": entry.get("input", "noise"), "runs": entry.get("runs", TIMING_RUNS),
+                            "why": "this bundle was already timed on this machine"}
             return sel
     skipped: dict[str, str] = {}
     timings: dict[str, float] = {}
     best: Selection | None = None
-    x = np.random.default_rng(0).random((1, 1, *bundle.manifest.input.size), dtype=np.float32)
+    x, source = timing_input(bundle)
     for name in _candidates(bundle, precision, skipped):
-        for prec in candidate_precisions(bundle, BACKENDS[name], precision):
+        precs = candidate_precisions(bundle, BACKENDS[name], precision)
+        for prec in precs if every_precision else [pick_precision(bundle, BACKENDS[name], precision)]:
             pair = f"{name}/{prec}"
             try:
                 sel = load(bundle, name, prec, threads=threads, device=device)
-                timings[pair] = time_backend(sel.backend, x)
+                timings[pair] = time_selection(sel, x, warmup=warmup, runs=runs, budget_s=budget_s)
             except Exception as e:
                 if strict:
                     raise RuntimeUnavailableError(f"strict: {pair} is usable here but failed (not falling back): "
@@ -220,12 +308,24 @@ def select_fastest(bundle, *, precision: str, threads, device, strict: bool, ref
     winner = f"{best.name}/{best.precision}"
     timings = {k: round(v, 4) for k, v in timings.items()}
     best.timings_ms, best.skipped, best.cache = timings, skipped, "refresh" if refresh else "miss"
-    best.reason = (f"fastest: {winner} at {timings[winner]:.3f} ms per batch-1 call, median of {TIMING_RUNS} "
-                   f"(timed now, threads={threads or 'default'})")
-    selection_cache.store(key, {"backend": best.name, "precision": best.precision, "timings_ms": timings,
+    best.reason = (f"{strategy}: {winner} at {timings[winner]:.3f} ms per batch-1 call, the fastest of "
+                   f"{len(timings)} pairs, median of {runs} on a {source} (timed now, threads={threads or 'default'})")
+    best.decision = {"method": "measured", "cache": best.cache, "timed": sorted(timings), "input": source,
+                     "runs": runs, "budget_s_per_pair": budget_s, "why": "re-timed on request (refresh=True)" if refresh else
+                     "first use of this bundle on this machine"}
+    selection_cache.store_quietly(key, {"backend": best.name, "precision": best.precision, "timings_ms": timings,
                                 "skipped": skipped, "manifest_sha256": digest, "bundle": bundle.name, "machine": machine,
+                                "strategy": strategy, "runs": runs, "input": source,
                                 "created": datetime.now(timezone.utc).isoformat(timespec="seconds")})
     return best
+
+
+def select_fastest(bundle, *, precision: str, threads, device, strict: bool, refresh: bool) -> Selection:
+    t0 = time.perf_counter()
+    sel = _select_measured(bundle, "fastest", precision=precision, threads=threads, device=device, strict=strict,
+                           refresh=refresh, warmup=TIMING_WARMUP, runs=TIMING_RUNS, every_precision=True)
+    sel.decision["seconds"] = round(time.perf_counter() - t0, 4)
+    return sel
 
 
 STRATEGIES: dict[str, Callable[..., Selection]] = {"auto": select_auto, "fastest": select_fastest}

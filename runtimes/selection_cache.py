@@ -80,3 +80,14 @@ def store(key: str, entry: dict[str, Any]) -> Path:
         tmp.write_text(json.dumps({"schema": 1, "entries": entries}, indent=1))
         os.replace(tmp, path)
     return path
+
+
+def store_quietly(key: str, entry: dict[str, Any]) -> Path | None:
+    """`store`, but a cache that cannot be written (read-only home, full disk) costs a re-timing next
+    time, never the Recognizer: auto writes here on every machine's first use."""
+    try:
+        return store(key, entry)
+    except OSError as e:
+        log.warning("fer_edge: cannot write the selection cache %s (%s); the choice will be re-timed next time",
+                    cache_path(), e)
+        return None

@@ -21,16 +21,15 @@ import numpy as np
 from ..errors import BundleError, FerEdgeError, InputError, RuntimeUnavailableError
 from ..formats import FORMATS, device_key, device_key_of
 from .base import Backend, Probe, register_backend
+from .devices import cuda_index
 
 BUILDABLE = ("fp32", "fp16")  # from the bundle's FP32 ONNX; see the module docstring for INT8
 _BUILD_LOCK = threading.Lock()
 
 
-def gpu_index(device: str | None) -> int:
-    kind, _, index = str(device or "cuda").lower().partition(":")
-    if kind not in ("cuda", "gpu") or (index and not index.isdigit()):
-        raise InputError(f"tensorrt device must be 'cuda' or 'cuda:N' (or None), got {device!r}")
-    return int(index or 0)
+def gpu_index(device: str | int | None) -> int:
+    """The shared vocabulary (runtimes/devices.py): None -> cuda:0, "cuda[:N]" / "gpu[:N]" / N."""
+    return cuda_index(device, backend="tensorrt")
 
 
 def target_key(device: str | None) -> tuple[Any, str]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -65,6 +66,36 @@ def train_tiny_checkpoint(path: Path, steps: int = 40, seed: int = 0) -> Path:
     model.eval()
     save_atomic(checkpoint_payload(model, cfg, epoch=1), path)
     return path
+
+
+VENDOR_ENV = "FER_EDGE_TEST_CPU_VENDOR"  # e.g. AuthenticAMD: run the suite as if on that CPU
+
+
+@pytest.fixture(autouse=True)
+def _cpu_vendor_override(monkeypatch):
+    """With FER_EDGE_TEST_CPU_VENDOR set, every test sees that CPU vendor: the way to check that no
+    outcome depends on the vendor (run once with GenuineIntel, once with AuthenticAMD)."""
+    vendor = os.environ.get(VENDOR_ENV)
+    if vendor:
+        pin_vendor(monkeypatch, vendor)
+
+
+def pin_vendor(monkeypatch, vendor: str) -> None:
+    from fer_edge.runtimes import machine
+    from fer_edge.runtimes import openvino as ov_backend
+
+    for module in (machine, ov_backend):
+        monkeypatch.setattr(module, "cpu_vendor", lambda: vendor)
+
+
+def pin_timings(monkeypatch, table: dict[str, float], default: float = 5.0) -> dict[str, float]:
+    """auto/fastest measure with these milliseconds per "backend/precision" (others: `default`), so
+    which backend wins is what the test says, not what this machine's CPU happens to favour."""
+    from fer_edge.runtimes import selection
+
+    monkeypatch.setattr(selection, "time_selection",
+                        lambda sel, x, **kw: table.get(f"{sel.name}/{sel.precision}", default))
+    return table
 
 
 @pytest.fixture(scope="session")

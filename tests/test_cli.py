@@ -90,5 +90,14 @@ def test_evaluate_record_stores_figures_in_manifest_and_card(tiny_bundle, faces_
     rec = m.evaluation["synthetic/test"]
     assert rec["runs"]["onnxruntime/fp32"]["n"] == 84 and "evaluate" in rec["command"]
     assert "onnxruntime int8 vs fp32" in rec["agreement"]
+    from fer_edge.evaluate import CROSS_CPU_TOLERANCE
+    from fer_edge.runtimes import cpu_model
+
+    assert rec["machine"]["cpu"] == cpu_model() and rec["tolerance_across_cpus"] == CROSS_CPU_TOLERANCE
+    # evaluated again (here: the same CPU), the figures are compared with the recorded ones
+    assert main(["evaluate", "--model", str(tiny_bundle), "--data", str(faces_folder), "--split", "test",
+                 "--backend", "onnxruntime", "--precision", "all"]) == 0
+    out = capsys.readouterr().out
+    assert f"recorded figures (taken on {cpu_model()}" in out and "all within tolerance" in out
     card = (tiny_bundle / "MODEL_CARD.md").read_text()
     assert "### synthetic/test" in card and f"{rec['runs']['onnxruntime/fp32']['accuracy']:.2%}" in card

@@ -28,6 +28,20 @@ def test_default_model_is_packaged_and_verifies(default_bundle):
     assert total < 8 * 2**20, f"packaged bundle is {total / 2**20:.1f} MiB"
 
 
+def test_recorded_figures_say_which_cpu_and_how_far_another_may_move_them(default_bundle):
+    from fer_edge.evaluate import CROSS_CPU_TOLERANCE, compare_with_recorded
+
+    recorded = default_bundle.manifest.evaluation[TEST_KEY]
+    assert recorded["machine"]["cpu"] and recorded["tolerance_across_cpus"] == CROSS_CPU_TOLERANCE
+    # the OpenVINO INT8 figures measured on an Intel Xeon (AVX-512 VNNI), against the AMD-recorded ones
+    run = dict(recorded["runs"]["openvino/int8"], accuracy=0.63667, macro_f1=0.54720)
+    vs = compare_with_recorded({"runs": {"openvino/int8": run}, "agreement": {"openvino int8 vs fp32": 0.9844}},
+                               recorded)
+    assert vs["within"] and vs["runs"]["openvino/int8"]["macro_f1"]["delta"] == pytest.approx(0.0031, abs=1e-4)
+    far = compare_with_recorded({"runs": {"openvino/int8": dict(run, macro_f1=0.52)}, "agreement": {}}, recorded)
+    assert not far["within"]
+
+
 def test_card_and_manifest_record_how_it_was_made(default_bundle):
     m = default_bundle.manifest
     commands = m.extra["commands"]
@@ -44,7 +58,10 @@ def test_recognizer_with_no_arguments_predicts_the_samples():
     preds = rec.predict_batch(images)
     assert len(preds) == 21 and all(p.label in fer_edge.EMOTIONS for p in preds)
     assert [rec.predict(img).label for img in images] == [p.label for p in preds]
-    assert rec.describe()["precision"] == "int8"  # auto: the shipped INT8 passed its accuracy gate
+    # auto times the pairs, so which precision wins is this CPU's business; the gate's verdict is
+    # what an explicit backend with precision="auto" takes: the shipped INT8 passed.
+    assert rec.describe()["decision"]["method"] == "measured"
+    assert fer_edge.Recognizer(backend="onnxruntime").precision == "int8"
 
 
 @pytest.mark.dataset
@@ -54,13 +71,12 @@ def test_recorded_test_figures_reproduce(default_bundle, fer2013):
     recorded = default_bundle.manifest.evaluation[TEST_KEY]
     result = evaluate_matrix(None, fer2013, "test", backends="all", precisions="all")
     assert set(result["runs"]) == set(recorded["runs"])
-    for key, run in result["runs"].items():
-        want = recorded["runs"][key]
-        assert run["n"] == want["n"] == 3589
-        # FP32 is deterministic up to float summation order (within 2 images); INT8 kernels may
-        # round differently on another CPU generation (within 0.3 pp).
-        tol = 2 / 3589 if key.endswith("fp32") else 0.003
-        assert run["accuracy"] == pytest.approx(want["accuracy"], abs=tol), key
-        assert run["macro_f1"] == pytest.approx(want["macro_f1"], abs=2 * tol), key
-    for key, value in result["agreement"].items():
-        assert value >= 0.95, f"{key}: INT8 agrees with FP32 on only {value:.1%} of test images"
+    # Recorded on one CPU, re-measured on this one: FP32 within a few images, INT8 within the bounds
+    # fer_edge.evaluate.CROSS_CPU_TOLERANCE states for any two x86 CPUs (the manifest records both).
+    vs = result["vs_recorded"]
+    assert set(vs["runs"]) == set(recorded["runs"]) and vs["cpu"] == recorded["machine"]["cpu"]
+    for key, metrics in vs["runs"].items():
+        for name, m in metrics.items():
+            assert m["within"], f"{key} {name}: {m}"
+    for key, a in vs["agreement"].items():
+        assert a["within"], f"{key}: INT8 agrees with FP32 on only {a['measured']:.1%} of test images"

@@ -86,10 +86,13 @@ def test_profile_rows_have_every_field_and_sane_values():
         assert r["ms_per_crop"]["p50"] == pytest.approx(r["ms_per_call"]["total"]["p50"] / r["batch"])
         assert r["crops_per_s"] == pytest.approx(r["batch"] * 1000 / r["ms_per_call"]["total"]["p50"])
         assert r["peak_rss_mib"] > 10 and r["python_peak_kib"] > 0
+        # the table's memory column is the row's own (what its Recognizer added), not the process peak
+        assert 0 <= r["rss_added_mib"] < r["rss_mib"] <= r["peak_rss_mib"] + 1
     detection = [r for r in result["rows"] if r["stage"] == "detection"]
     if any(ok for ok, _ in __import__("fer_edge.detect", fromlist=["x"]).available_detectors().values()):
         assert len(detection) == 1 and detection[0]["frames_per_s"] > 0
-    assert "onnxruntime" in format_table(result)
+    table = format_table(result)
+    assert "onnxruntime" in table and "+RSS MiB" in table
     json.dumps(result)  # everything in it is JSON-serialisable
 
 

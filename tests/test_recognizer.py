@@ -13,6 +13,8 @@ from fer_edge import BundleError, InputError, RuntimeUnavailableError
 from fer_edge.runtimes import BACKENDS, Probe
 from fer_edge.runtimes.onnxruntime import OnnxRuntimeBackend
 
+from conftest import pin_timings, pin_vendor  # noqa: E402
+
 BOTH = [("onnxruntime", "fp32"), ("onnxruntime", "int8"),
         pytest.param("openvino", "fp32", marks=pytest.mark.openvino),
         pytest.param("openvino", "int8", marks=pytest.mark.openvino)]
@@ -88,11 +90,14 @@ def test_empty_batch_is_refused(tiny_bundle):
         rec.predict_batch([])
 
 
-def test_auto_reports_what_it_chose_and_why(tiny_bundle):
+def test_auto_reports_what_it_chose_and_why(tiny_bundle, monkeypatch):
+    monkeypatch.setenv("FER_EDGE_CACHE", str(tiny_bundle.parent / "cache"))
     rec = fer_edge.Recognizer(tiny_bundle)
     d = rec.describe()
-    assert d["backend"] in BACKENDS and d["precision"] == "int8"
+    assert d["backend"] in BACKENDS and d["precision"] in ("int8", "fp32")
     assert "auto" in d["reason"] and d["artifact"].endswith(".onnx" if d["backend"] == "onnxruntime" else ".xml")
+    assert d["decision"]["method"] == "measured" and d["timings_ms"][f"{d['backend']}/{d['precision']}"] == min(
+        d["timings_ms"].values())
 
 
 def test_threads_are_passed_to_the_backend(tiny_bundle):
@@ -114,16 +119,32 @@ def test_unknown_backend_and_missing_precision(tiny_bundle):
 
 
 @pytest.mark.openvino
-def test_auto_skips_a_backend_that_imports_but_cannot_run(tiny_bundle, monkeypatch):
+@pytest.mark.parametrize("vendor", ["GenuineIntel", "AuthenticAMD"])
+@pytest.mark.parametrize("mode", ["measure", "order"])
+def test_auto_skips_a_backend_that_imports_but_cannot_run(tiny_bundle, monkeypatch, vendor, mode):
+    # Whichever CPU backend auto would take first (by timing or by the fixed order) is the broken
+    # one, so the outcome is the same on an Intel and an AMD CPU.
+    from fer_edge.runtimes import auto_order
+    from fer_edge.runtimes.openvino import OpenVinoBackend
+
+    pin_vendor(monkeypatch, vendor)
+    monkeypatch.setenv("FER_EDGE_AUTO", mode)
+    monkeypatch.setenv("FER_EDGE_CACHE", str(tiny_bundle.parent / "cache"))
+    first = [n for n in auto_order()[0] if n in ("onnxruntime", "openvino")][0]
+    other = "openvino" if first == "onnxruntime" else "onnxruntime"
+    pin_timings(monkeypatch, {f"{first}/int8": 0.1, f"{other}/int8": 0.2})
+
     def broken(self, *a, **k):
         raise BundleError("simulated: provider failed to initialise")
 
-    monkeypatch.setattr(OnnxRuntimeBackend, "__init__", broken)
+    cls = OnnxRuntimeBackend if first == "onnxruntime" else OpenVinoBackend
+    monkeypatch.setattr(cls, "__init__", broken)
     rec = fer_edge.Recognizer(tiny_bundle)  # auto moves on ...
-    assert rec.backend == "openvino"
-    assert "simulated" in rec.describe()["skipped"]["onnxruntime"]
+    assert rec.backend == other and rec.precision == "int8"
+    skipped = rec.describe()["skipped"]
+    assert "simulated" in (skipped[first] if mode == "order" else skipped[f"{first}/int8"])
     with pytest.raises(BundleError, match="simulated"):  # ... an explicit request never does
-        fer_edge.Recognizer(tiny_bundle, "onnxruntime")
+        fer_edge.Recognizer(tiny_bundle, first)
 
 
 def test_tampered_artifact_is_refused(tiny_bundle):

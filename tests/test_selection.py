@@ -21,10 +21,11 @@ from fer_edge import InputError, RuntimeUnavailableError
 from fer_edge.bundle import PACKAGED_DIR, Bundle, write_manifest
 from fer_edge.manifest import Artifact
 from fer_edge.runtimes import BACKENDS, Backend, Probe, auto_order, cuda_probe, select_backend
-from fer_edge.runtimes import openvino as ov_backend
 from fer_edge.runtimes.onnxruntime import OnnxRuntimeBackend
 from fer_edge.runtimes.selection_cache import cache_path
 from fer_edge.runtimes.tensorrt import TensorRTBackend
+
+from conftest import pin_timings, pin_vendor  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
@@ -88,22 +89,66 @@ def register(monkeypatch):
 def test_auto_order_is_gpu_then_openvino_on_intel_then_onnxruntime(monkeypatch):
     order, why = auto_order()
     assert order[0] == "tensorrt" and "CUDA" in why
-    monkeypatch.setattr(ov_backend, "cpu_vendor", lambda: "GenuineIntel")
+    pin_vendor(monkeypatch, "GenuineIntel")
     assert auto_order()[0][1:] == ["openvino", "onnxruntime"]
-    monkeypatch.setattr(ov_backend, "cpu_vendor", lambda: "AuthenticAMD")
+    pin_vendor(monkeypatch, "AuthenticAMD")
     assert auto_order()[0][1:] == ["onnxruntime", "openvino"]
 
 
-def test_auto_skips_a_backend_that_imports_and_probes_usable_but_cannot_load(bundle_dir, register, caplog):
+@pytest.mark.parametrize("vendor", ["GenuineIntel", "AuthenticAMD"])
+def test_auto_skips_a_backend_that_imports_and_probes_usable_but_cannot_load(bundle_dir, register, caplog,
+                                                                             monkeypatch, vendor):
+    pin_vendor(monkeypatch, vendor)
+    pin_timings(monkeypatch, {"openvino/int8": 0.3, "onnxruntime/int8": 0.2, "broken/int8": 0.1})
     broken = fake_backend("broken", load_error=RuntimeError("simulated: provider failed to initialise"))
     register(broken)
     with caplog.at_level(logging.INFO, logger="fer_edge"):
         rec = fer_edge.Recognizer(bundle_dir)
     d = rec.describe()
-    assert broken.loads == 1 and rec.backend == auto_order()[0][2]  # tensorrt, broken... then the first real CPU one
+    assert broken.loads == 1 and (rec.backend, rec.precision) == ("onnxruntime", "int8")  # measured, any vendor
+    assert d["skipped"]["broken/int8"] == "failed: RuntimeError: simulated: provider failed to initialise"
+    assert d["reason"].startswith("auto: onnxruntime/int8 at 0.200 ms") and d["decision"]["cache"] == "miss"
+    assert any(rec.backend in r.getMessage() and "auto" in r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.parametrize("vendor", ["GenuineIntel", "AuthenticAMD"])
+def test_auto_in_fixed_order_skips_what_cannot_load(bundle_dir, register, monkeypatch, vendor):
+    pin_vendor(monkeypatch, vendor)
+    monkeypatch.setenv("FER_EDGE_AUTO", "order")
+    broken = fake_backend("broken", load_error=RuntimeError("simulated: provider failed to initialise"))
+    register(broken)
+    rec = fer_edge.Recognizer(bundle_dir)
+    d = rec.describe()
+    assert broken.loads == 1 and rec.backend == auto_order()[0][2]  # broken, tensorrt... then the first CPU one
     assert d["skipped"]["broken"] == "failed to load: RuntimeError: simulated: provider failed to initialise"
     assert d["reason"].startswith("auto: first usable of ['broken', 'tensorrt'")
-    assert any(rec.backend in r.getMessage() and "auto" in r.getMessage() for r in caplog.records)
+    assert d["decision"]["method"] == "fixed order" and "FER_EDGE_AUTO=order" in d["reason"]
+
+
+def test_auto_measures_each_backend_once_per_bundle_and_machine(bundle_dir, monkeypatch):
+    pin_timings(monkeypatch, {"openvino/fp32": 0.1, "openvino/int8": 0.3, "onnxruntime/fp32": 0.05,
+                              "onnxruntime/int8": 0.2})
+    d = fer_edge.Recognizer(bundle_dir).describe()
+    usable = ["onnxruntime"] + (["openvino"] if BACKENDS["openvino"].probe().usable else [])
+    # the backend is measured; its precision is the gate's (INT8 passed), as for an explicit backend
+    assert (d["backend"], d["precision"], d["cache"]) == ("onnxruntime", "int8", "miss")
+    assert sorted(d["timings_ms"]) == d["decision"]["timed"] == [f"{b}/int8" for b in usable]
+    assert d["decision"]["input"] == "golden crop" and d["decision"]["runs"] == 10 and d["decision"]["seconds"] >= 0
+    pin_timings(monkeypatch, {})  # a cache hit does not time again: the emptied table would change the answer
+    again = fer_edge.Recognizer(bundle_dir).describe()
+    assert (again["backend"], again["precision"], again["cache"]) == ("onnxruntime", "int8", "hit")
+    assert "already timed" in again["decision"]["why"]
+    pin_timings(monkeypatch, {"openvino/fp32": 0.1, "openvino/int8": 0.3, "onnxruntime/fp32": 0.05,
+                              "onnxruntime/int8": 0.2})
+    fastest = fer_edge.Recognizer(bundle_dir, "fastest").describe()  # its own entry, every pair
+    assert (fastest["backend"], fastest["precision"], fastest["cache"]) == ("onnxruntime", "fp32", "miss")
+    assert len(fastest["timings_ms"]) == 2 * len(usable)
+
+
+def test_auto_mode_must_be_measure_or_order(bundle_dir, monkeypatch):
+    monkeypatch.setenv("FER_EDGE_AUTO", "guess")
+    with pytest.raises(InputError, match="FER_EDGE_AUTO must be 'measure' or 'order'"):
+        fer_edge.Recognizer(bundle_dir)
 
 
 def test_explicit_or_strict_never_falls_back(bundle_dir, register):
@@ -324,3 +369,54 @@ def test_cli_predict_fastest_and_info(bundle_dir, capsys):
     assert main(["info"]) == 0
     out = capsys.readouterr().out
     assert "\ncuda: " in out and "providers: [" in out and "tensorrt" in out
+
+
+def test_one_device_vocabulary_for_every_backend_and_build_engine(bundle_dir, capsys):
+    from fer_edge.cli import main
+    from fer_edge.runtimes.devices import Device, parse_device
+    from fer_edge.runtimes.openvino import openvino_device
+    from fer_edge.runtimes.tensorrt import gpu_index
+
+    assert parse_device(None) is None  # the one default: each backend applies the same rule
+    assert parse_device("CUDA:1")[:2] == ("cuda", 1) and parse_device(2) == Device("cuda", 2, "cuda:2")
+    assert parse_device("gpu")[:2] == ("gpu", None) and parse_device("cpu")[:2] == ("cpu", None)
+    with pytest.raises(InputError, match="device index"):
+        parse_device("cuda:first")
+    # the same words mean the same device to each backend
+    assert [gpu_index(d) for d in (None, 1, "cuda:2", "GPU:3")] == [0, 1, 2, 3]
+    with pytest.raises(InputError, match="CUDA GPUs only"):
+        gpu_index("cpu")
+    assert [openvino_device(d) for d in (None, "cpu", "CPU", "gpu", "gpu:1", "npu", "AUTO")] == [
+        "CPU", "CPU", "CPU", "GPU", "GPU.1", "NPU", "AUTO"]
+    with pytest.raises(RuntimeUnavailableError, match="openvino has no CUDA device"):
+        openvino_device("cuda")
+    assert fer_edge.Recognizer(bundle_dir, "onnxruntime", device="CPU").describe()["device"] == "cpu"
+    if BACKENDS["openvino"].probe().usable:
+        assert fer_edge.Recognizer(bundle_dir, "openvino", device="cpu").describe()["device"] == "CPU"
+    # build-engine takes the same strings (an index alone still means that CUDA GPU)
+    assert main(["build-engine", str(bundle_dir), "--device", "cpu"]) == 1
+    assert "CUDA GPUs only" in capsys.readouterr().err
+
+
+def test_an_unwritable_cache_costs_a_re_timing_not_the_recognizer(bundle_dir, tmp_path, monkeypatch, caplog):
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where the cache folder would go")
+    monkeypatch.setenv("FER_EDGE_CACHE", str(blocker / "cache"))
+    with caplog.at_level(logging.WARNING, logger="fer_edge"):
+        d = fer_edge.Recognizer(bundle_dir).describe()
+    assert d["decision"]["method"] == "measured" and d["cache"] == "miss"
+    assert any("cannot write the selection cache" in r.getMessage() for r in caplog.records)
+
+
+def test_timing_a_slow_backend_stops_at_its_budget():
+    from fer_edge.runtimes.selection import time_backend
+
+    class Slow:
+        calls = 0
+
+        def run(self, x):
+            Slow.calls += 1
+            time.sleep(0.03)
+
+    time_backend(Slow(), np.zeros(1), warmup=2, runs=10, budget_s=0.05)
+    assert Slow.calls <= 1 + 3  # one warm-up (half the budget spent), then the 3-call minimum
