@@ -19,7 +19,7 @@ from typing import Any, Iterable
 
 import numpy as np
 
-from ..errors import ExportError
+from ..errors import AccuracyDropError, ExportError
 from ..formats import FORMATS
 from ..manifest import Artifact, Manifest
 from .build_engine import ENGINES_KEY, INT8_SOURCE, build_engine, build_engines
@@ -40,7 +40,9 @@ __all__ = ["export_bundle", "record_evaluation", "load_checkpoint", "torch2onnx"
            "openvino2int8", "onnx2fp16", "onnx2tensorrt", "build_engine", "write_golden", "read_golden",
            "model_card", "resolve_checkpoint", "CALIB_SIZE", "N_GOLDEN"]
 
-CALIB_SIZE = 300  # calibration crops; fewer is allowed but recorded as a warning
+# Calibration crops; fewer is allowed but recorded as a warning. 1000 (not 300): with 300 the
+# H200 tiny's OpenVINO INT8 lost more macro-F1 (benchmarks/int8_calibration.py).
+CALIB_SIZE = 1000
 N_GOLDEN = 32  # golden inputs: enough for a top-1 agreement that means something for INT8
 # What each target can be built at by this exporter (TensorRT: only where TensorRT and a GPU are).
 BUILDABLE = {"onnx": ("fp32", "int8"), "openvino": ("fp32", "fp16", "int8"), "tensorrt": ("fp32", "fp16", "int8")}
@@ -63,6 +65,7 @@ def export_bundle(
     name: str,
     targets: Iterable[str] = ("onnx", "openvino"),
     precisions: Iterable[str] = ("fp32", "int8"),
+    artifacts: Iterable[str] | None = None,
     calib: Any = None,
     val: Any = None,
     max_drop_pp: float = 0.5,
@@ -78,6 +81,8 @@ def export_bundle(
     license: str = "",
     commands: dict[str, str] | None = None,
     evaluation: dict[str, Any] | None = None,
+    trained_on: str | None = None,
+    train_minutes: float | None = None,
     overwrite: bool = False,
 ) -> Path:
     """Turn a training checkpoint (or a run folder: its best.pt) into a bundle folder at `out`.
@@ -88,19 +93,27 @@ def export_bundle(
     checks every artifact on golden inputs, gates reduced precisions on `val`, and verifies the
     finished bundle with fer_edge.verify.verify.
 
+    artifacts: ship exactly these "format/precision" keys (e.g. ("onnx/int8", "openvino/int8") or
+      ("onnx/int8", "openvino/fp16")) instead of every target x precision; overrides targets and
+      precisions. The FP32 sources are still built and every reduced precision is gated against
+      them on `val`, shipped or not.
     calib: calibration crops for INT8 -- a FaceSet, a dataset path (its val split), uint8 crops
       (N, H, W) or an already preprocessed float32 (N, 1, H, W) batch; default: the `val` data.
       Up to CALIB_SIZE crops are drawn from it at random (seed 0).
     val: labelled validation data (a FaceSet or dataset path, its val split). Every artifact is
       evaluated on it; an INT8 (or FP16) artifact more than `max_drop_pp` points of accuracy or
-      `max_f1_drop_pp` points of macro-F1 below its FP32 source raises AccuracyDropError unless
-      `allow_drop`. None skips the gate, with a warning recorded in the manifest.
+      `max_f1_drop_pp` points of macro-F1 below its FP32 source is left out of the bundle (the
+      manifest's evaluation.accuracy_gate.left_out and the card say which and why) unless
+      `allow_drop`; AccuracyDropError only when nothing is left to ship. A temperature is fitted
+      on the FP32 val outputs (manifest `temperature`). None skips both, with a warning recorded.
     head: 'xgboost' or 'linear': the fitted head in RUN/heads/<kind>/ beside the checkpoint (or in
       `head_path`); 'linear' with no fitted head takes the checkpoint's own classifier. A head whose
       feature count or labels differ from the backbone's is refused. It becomes the default head
       only if it beats in_graph on val accuracy, or if `default_head`.
     max_batch: the largest batch of the TensorRT optimization profile (1..max_batch).
     commands: e.g. {"train": ..., "export": ...}, recorded in the manifest and the model card.
+    trained_on, train_minutes: the hardware that trained the checkpoint and its wall time, recorded
+      in manifest.training and the card (the checkpoint does not record them).
     evaluation: the caller's figures (e.g. the test split), merged into manifest.evaluation.
 
     Everything is built in a hidden folder beside `out` and moved into place only when complete,
@@ -111,7 +124,11 @@ def export_bundle(
     from ..verify import identity_digest, verify
 
     out = Path(out)
-    targets, precisions = _check_choice(targets, precisions)
+    if artifacts is not None:
+        targets, precisions, ship = _check_artifacts(artifacts)
+    else:
+        targets, precisions = _check_choice(targets, precisions)
+        ship = {f"{t}/{p}" for t in targets for p in precisions if p in BUILDABLE[t]}
     if not name or not isinstance(name, str):
         raise ExportError("name must be a non-empty string")
     if out.exists() and not overwrite:
@@ -153,7 +170,15 @@ def export_bundle(
         digest = identity_digest(manifest)
         metadata = {"name": name, "version": str(version), "arch": meta["arch"], "labels": list(meta["labels"]),
                     "feature_dim": str(meta["feature_dim"]), "input": spec.to_dict(), "manifest_sha256": digest}
-        built, engines = _build(model, stage, targets, precisions, spec, metadata, calib_batch, max_batch, simplify)
+        built, engines = _build(model, stage, targets, precisions, spec, metadata, calib_batch, max_batch, simplify,
+                                ship)
+        if calib_info is not None and "openvino/int8" in ship:
+            from .openvino2int8 import FAST_BIAS_CORRECTION, KEEP_FLOAT, describe
+
+            import nncf
+
+            calib_info["openvino"] = describe(len(calib_batch), KEEP_FLOAT, FAST_BIAS_CORRECTION, "performance",
+                                              nncf.__version__)
         manifest.producer["onnx_simplified"] = _simplified(stage)
         golden = _golden(stage, model, spec, val_set, calib_batch)
         manifest.artifacts = [Artifact(fmt, prec, path) for fmt, prec, path in built]
@@ -171,32 +196,55 @@ def export_bundle(
         bundle = Bundle.open(stage)
         golden["measured"] = _check_golden(bundle, stage)
         golden["thresholds"] = _thresholds(golden["measured"], len(np.load(stage / golden["files"]["input"])))
+        temperature = None
         if val_set is None:
             figures = skipped(bundle, gate_config, notes)
         else:
-            figures = gate(evaluate_artifacts(bundle, val_set), gate_config, notes)
+            reports = evaluate_artifacts(bundle, val_set)
+            figures = gate(reports, gate_config, notes)
+            temperature = _fit_temperature(reports, val_desc)
         if head_src is not None:
             figures["default_head"] = _choose_head(bundle, manifest, figures, val_set, default_head, notes)
 
-        # FP32 sources built only to derive another precision are not shipped.
+        # FP32 sources built only to derive another precision are not shipped, nor what failed the gate.
+        left_out = (figures.get("accuracy_gate") or {}).get("left_out") or {}
         for fmt, prec, path in built:
-            if prec not in precisions:
+            key = f"{fmt}/{prec}"
+            if key not in ship or key in left_out:
                 _remove_artifact(stage, path, FORMATS[fmt])
-                figures.get("val", {}).get(f"{fmt}/{prec}", {})["shipped"] = False
-                golden["measured"].pop(f"{fmt}/{prec}", None)
-                golden["thresholds"].pop(f"{fmt}/{prec}", None)
-        manifest.artifacts = [a for a in manifest.artifacts if a.precision in precisions]
+                row = figures.get("val", {}).get(key, {})
+                row["shipped"] = False
+                if key in left_out:
+                    row["left_out"] = left_out[key]
+                golden["measured"].pop(key, None)
+                golden["thresholds"].pop(key, None)
+                engines.pop(path, None)
+        manifest.artifacts = [a for a in manifest.artifacts if a.key() in ship and a.key() not in left_out]
+        if not manifest.artifacts:
+            raise AccuracyDropError("every artifact to ship failed the accuracy gate: "
+                                    + "; ".join(left_out.values()) + ". Improve calibration (more or more "
+                                    "varied crops), ship FP32 too, raise max_drop_pp / max_f1_drop_pp, or pass "
+                                    "allow_drop=True")
+        if engines:
+            manifest.extra[ENGINES_KEY] = engines
+        else:
+            manifest.extra.pop(ENGINES_KEY, None)
         manifest.evaluation = _merge(evaluation or {}, figures)
         manifest.extra.update({
             "commands": {**({"train": meta["command"]} if meta.get("command") else {}), **(commands or {})},
-            "export": {"targets": list(targets), "precisions": list(precisions), "calibration": calib_info,
+            "export": {"targets": list(targets), "precisions": list(precisions), "artifacts": sorted(ship),
+                       "calibration": calib_info,
                        "validation": val_desc, "checkpoint": str(checkpoint), "warnings": notes,
                        "accuracy_gate": {"max_drop_pp": max_drop_pp, "max_f1_drop_pp": max_f1_drop_pp,
                                          "allow_drop": allow_drop}},
             "training": {**{k: meta[k] for k in ("epoch", "config") if k in meta},
                          **({"val": {k: meta["val"].get(k) for k in ("accuracy", "macro_f1", "n")}}
-                            if isinstance(meta.get("val"), dict) else {})},
+                            if isinstance(meta.get("val"), dict) else {}),
+                         **({"hardware": trained_on} if trained_on else {}),
+                         **({"minutes": float(train_minutes)} if train_minutes is not None else {})},
         })
+        if temperature is not None:
+            manifest.extra["temperature"] = temperature
         for note in notes:
             warnings.warn(f"export {name}: {note}", stacklevel=2)
         (stage / "MODEL_CARD.md").write_text(model_card(manifest, meta))
@@ -258,6 +306,39 @@ def _choose_head(bundle, manifest: Manifest, figures: dict[str, Any], val_set, f
     logging.getLogger("fer_edge").info("export %s: default head: %s", manifest.name, reason)
     return {"chosen": manifest.head.get("name", "in_graph"), "reason": reason,
             "in_graph": {"accuracy": ref["accuracy"], "macro_f1": ref["macro_f1"], "n": ref["n"]}}
+
+
+def _check_artifacts(artifacts: Iterable[str]) -> tuple[tuple[str, ...], tuple[str, ...], set[str]]:
+    """("onnx/int8", "openvino/fp16") -> (targets, precisions, the keys to ship)."""
+    keys = (artifacts,) if isinstance(artifacts, str) else tuple(artifacts)
+    keys = tuple(dict.fromkeys(k.strip() for k in keys if k.strip()))
+    if not keys:
+        raise ExportError("artifacts must name at least one 'format/precision', e.g. onnx/int8")
+    for k in keys:
+        fmt, _, prec = k.partition("/")
+        if fmt not in BUILDABLE or prec not in BUILDABLE[fmt]:
+            raise ExportError(f"cannot build artifact {k!r}; buildable: "
+                              + ", ".join(f"{t}/{p}" for t, ps in BUILDABLE.items() for p in ps))
+    targets = tuple(dict.fromkeys(k.split("/")[0] for k in keys))
+    precisions = tuple(dict.fromkeys(k.split("/")[1] for k in keys))
+    return targets, precisions, set(keys)
+
+
+def _fit_temperature(reports: dict[str, dict[str, Any]], val_desc: str | None) -> dict[str, Any] | None:
+    """Temperature scaling of the in-graph probabilities, fitted on the FP32 reference's val outputs."""
+    from ..calibration import apply_temperature, expected_calibration_error, fit_temperature, nll
+
+    key = next((k for k in ("onnx/fp32", "openvino/fp32") if k in reports), None)
+    if key is None:
+        return None
+    probs, y = reports[key]["_probabilities"], reports[key]["_labels"]
+    t = fit_temperature(probs, y)
+    after = apply_temperature(probs, t)
+    return {"value": t, "head": "in_graph", "fitted_on": f"{val_desc}, {key} outputs",
+            "method": "golden-section search of log T minimising the val negative log-likelihood",
+            "val_nll": {"before": round(nll(probs, y), 5), "after": round(nll(after, y), 5)},
+            "val_ece": {"before": round(expected_calibration_error(probs, y), 5),
+                        "after": round(expected_calibration_error(after, y), 5)}}
 
 
 def _check_choice(targets: Iterable[str], precisions: Iterable[str]) -> tuple[tuple[str, ...], tuple[str, ...]]:
@@ -340,7 +421,7 @@ def _calibration(calib: Any, val_set, val_desc, spec, notes: list[str]) -> tuple
 
 
 def _build(model, stage: Path, targets, precisions, spec, metadata, calib, max_batch: int,
-           simplify: bool) -> tuple[list[tuple[str, str, str]], dict[str, Any]]:
+           simplify: bool, ship: set[str]) -> tuple[list[tuple[str, str, str]], dict[str, Any]]:
     """Run the converters; returns ((format, precision, path) of every artifact built, shipped or
     not; TensorRT engine build records by path)."""
     built = []
@@ -351,13 +432,13 @@ def _build(model, stage: Path, targets, precisions, spec, metadata, calib, max_b
 
     torch2onnx(model, path("onnx", "fp32"), size=spec.size, metadata=metadata, simplify=simplify)
     fp32_onnx = stage / FORMATS["onnx"].path("fp32")
-    if "onnx" in targets and "int8" in precisions:
+    if "onnx/int8" in ship:
         onnx2int8(fp32_onnx, path("onnx", "int8"), calib)
     if "openvino" in targets:
-        onnx2openvino(fp32_onnx, path("openvino", "fp32"))
-        if "fp16" in precisions:
+        onnx2openvino(fp32_onnx, path("openvino", "fp32"))  # shipped or not: the reference of the gate
+        if "openvino/fp16" in ship:
             onnx2openvino(fp32_onnx, path("openvino", "fp16"), fp16=True)
-        if "int8" in precisions:
+        if "openvino/int8" in ship:
             openvino2int8(stage / FORMATS["openvino"].path("fp32"), path("openvino", "int8"), calib)
     engines: dict[str, Any] = {}
     if "tensorrt" in targets:

@@ -52,12 +52,16 @@ class ProfileConfig:
     warmup: int = 5
     detection: bool = True
     power: bool = True  # read tegrastats when it is installed
+    tta: str = "none"  # the Recognizer's test-time augmentation: its views are part of each stage
 
     def __post_init__(self) -> None:
         for name in ("batches", "threads"):
             values = getattr(self, name)
             if not values or not all(isinstance(v, int) and v >= 1 for v in values):
                 raise InputError(f"{name} must be positive integers, got {values!r}")
+        from .tta import check_mode
+
+        check_mode(self.tta)
         if self.runs < 3 or self.warmup < 0:
             raise InputError(f"runs must be >= 3 and warmup >= 0, got {self.runs}, {self.warmup}")
 
@@ -198,10 +202,12 @@ def _plan(bundle, cfg: ProfileConfig) -> list[tuple[str, str, str]]:
     return plan
 
 
-def _recognizer(bundle, backend: str, precision: str, head: str, threads: int):
+def _recognizer(bundle, backend: str, precision: str, head: str, threads: int, tta: str = "none"):
     from .recognizer import Recognizer
 
     kwargs: dict[str, Any] = {"precision": precision, "threads": threads}
+    if tta != "none":
+        kwargs["tta"] = tta
     if head != "auto":
         if "head" not in inspect.signature(Recognizer).parameters:
             raise InputError(f"head {head!r} asked for, but this Recognizer has no heads")
@@ -221,6 +227,17 @@ def _stages(rec):
 
         def head(embedding, logits):
             return softmax(logits)
+    tta = getattr(rec, "tta", "none")
+    if tta != "none":  # the views are made in preprocessing, run as one batch, averaged in the head
+        from .tta import num_views, views
+
+        n_views = num_views(tta)
+
+        def probs(out):
+            p = head(out[outputs["embedding"]], out[outputs["logits"]])
+            return p.reshape(n_views, len(p) // n_views, -1).mean(axis=0)
+
+        return lambda crops: np.concatenate(views(preprocess(crops, rec.spec), tta)), run, probs
     return (lambda crops: preprocess(crops, rec.spec), run,
             lambda out: head(out[outputs["embedding"]], out[outputs["logits"]]))
 
@@ -268,7 +285,7 @@ def profile(model=None, config: ProfileConfig | None = None, *, progress=None) -
     try:
         for backend, precision, head in _plan(bundle, cfg):
             for threads in cfg.threads:
-                rec = _recognizer(bundle, backend, precision, head, threads)
+                rec = _recognizer(bundle, backend, precision, head, threads, cfg.tta)
                 d = rec.describe()
                 head_d = d.get("head") or {"name": "in_graph"}
                 for batch in cfg.batches:
@@ -279,7 +296,7 @@ def profile(model=None, config: ProfileConfig | None = None, *, progress=None) -
                     total = percentiles(samples["total"])
                     row = {"stage": "recognize", "backend": d["backend"], "precision": d["precision"],
                            "head": head_d.get("name") or head_d.get("kind"), "device": d.get("device"),
-                           "batch": batch, "threads": threads, "runs": cfg.runs,
+                           "batch": batch, "threads": threads, "runs": cfg.runs, "tta": cfg.tta,
                            "ms_per_call": {s: percentiles(samples[s]) for s in (*STAGES, "total")},
                            "ms_per_crop": {k: v / batch for k, v in total.items()},
                            "crops_per_s": batch * 1000.0 / total["p50"],

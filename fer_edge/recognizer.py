@@ -8,8 +8,10 @@ from typing import Any, Sequence
 import numpy as np
 
 from .bundle import Bundle
+from .calibration import apply_temperature, manifest_temperature
 from .errors import BundleError, InputError
 from .preprocess import preprocess
+from .tta import check_mode, num_views, views
 from .types import Prediction
 
 MAX_CHUNK = 256  # bounds memory for very large predict_batch calls
@@ -30,12 +32,16 @@ class Recognizer:
     threads: fix the backend's (and the compiled head's) thread count.
     device: the backend's device: onnxruntime "cpu" / "cuda[:N]" / "tensorrt[:N]", openvino
       "CPU" / "GPU" / "NPU" / "AUTO", tensorrt "cuda[:N]"; None lets the backend choose.
+    tta: test-time augmentation of predict/predict_proba: "none", "flip" (2 views) or "ten_crop"
+      (10 views); the views' probabilities are averaged (embed() stays plain).
+    calibrated: apply the bundle's fitted temperature to the probabilities (argmax unchanged).
     `describe()` says what was chosen and why. One Recognizer may be called from many threads.
     """
 
     def __init__(self, model: str | os.PathLike | None = None, backend: str = "auto", *, precision: str = "auto",
                  head: str = "auto", threads: int | None = None, device: str | None = None, strict: bool = False,
-                 refresh: bool = False, bundle: Bundle | None = None) -> None:
+                 refresh: bool = False, bundle: Bundle | None = None, tta: str = "none",
+                 calibrated: bool = True) -> None:
         from .runtimes import select_backend  # lazy: keeps `import fer_edge` numpy-only
         from .runtimes.heads import load_head
 
@@ -49,6 +55,8 @@ class Recognizer:
         self.labels = tuple(m.labels)
         self._outputs = m.model["outputs"]
         self.head = load_head(self.bundle, head, threads=threads)  # cheap, so a bad head fails first
+        self.tta = check_mode(tta)
+        self.temperature = manifest_temperature(m, self.head.describe().get("name")) if calibrated else 1.0
         self._selection = select_backend(self.bundle, backend, precision=precision, threads=threads, device=device,
                                          strict=strict, refresh=refresh)
 
@@ -67,7 +75,8 @@ class Recognizer:
     def describe(self) -> dict[str, Any]:
         s = self._selection
         return {"model": self.manifest.name, "source": str(self.bundle.source), **s.describe(),
-                **{k: v for k, v in s.backend.describe().items() if k != "backend"}, "head": self.head.describe()}
+                **{k: v for k, v in s.backend.describe().items() if k != "backend"}, "head": self.head.describe(),
+                "tta": self.tta, "temperature": self.temperature}
 
     def _run(self, batch: np.ndarray) -> dict[str, np.ndarray]:
         return self._selection.backend.run(batch)
@@ -80,11 +89,24 @@ class Recognizer:
     def predict_proba(self, crops: Sequence[Any]) -> np.ndarray:
         """(N, num_classes) probabilities for a list of crops (or an N x H x W[x C] uint8 array)."""
         emb, logits = self._outputs["embedding"], self._outputs["logits"]
-        probs = np.concatenate([self.head(out[emb], out[logits]) for out in self._chunks(crops)])
+        if self.tta == "none":
+            probs = np.concatenate([self.head(out[emb], out[logits]) for out in self._chunks(crops)])
+        else:
+            probs = np.concatenate(list(self._tta_chunks(preprocess(crops, self.spec), emb, logits)))
         if probs.shape[1:] != (len(self.labels),):
             raise BundleError(f"head {self.head.describe().get('name')!r} returned shape {probs.shape}; "
                               f"expected (N, {len(self.labels)})")
-        return probs
+        return apply_temperature(probs, self.temperature)
+
+    def _tta_chunks(self, batch: np.ndarray, emb: str, logits: str):
+        """Mean probabilities over the views; a chunk's views go through the backend as one batch."""
+        n_views = num_views(self.tta)
+        step = max(1, MAX_CHUNK // n_views)
+        for i in range(0, len(batch), step):
+            chunk = batch[i : i + step]
+            out = self._run(np.concatenate(views(chunk, self.tta)))
+            probs = self.head(out[emb], out[logits])
+            yield probs.reshape(n_views, len(chunk), -1).mean(axis=0)
 
     def embed(self, crops: Sequence[Any]) -> np.ndarray:
         """(N, feature_dim) pooled embeddings (the input of tree or linear heads)."""
@@ -105,7 +127,8 @@ class Recognizer:
 
     def __repr__(self) -> str:
         return (f"Recognizer({self.manifest.name!r}, backend={self.backend!r}, precision={self.precision!r}, "
-                f"head={self.head.describe().get('name')!r})")
+                f"head={self.head.describe().get('name')!r}"
+                + (f", tta={self.tta!r}" if self.tta != "none" else "") + ")")
 
     # Faces in frames (fer_edge.detect). `detector` is a name ("auto", "yunet", "haar") or a
     # fer_edge.detect.Detector; set the attribute to change the default, made on first use.
