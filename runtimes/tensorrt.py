@@ -22,7 +22,7 @@ from ..errors import BundleError, FerEdgeError, InputError, RuntimeUnavailableEr
 from ..formats import FORMATS, device_key, device_key_of
 from .base import Backend, Probe, register_backend
 
-BUILDABLE = ("fp32", "fp16")  # from the bundle's FP32 ONNX; see the module docstring for INT8
+BUILDABLE = FORMATS["tensorrt"].runtime_builds  # from the bundle's FP32 ONNX; see the module docstring for INT8
 _BUILD_LOCK = threading.Lock()
 
 

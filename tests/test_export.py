@@ -122,7 +122,8 @@ def ort_run(path, x):
 def ov_run(xml, x):
     import openvino as ov
 
-    compiled = ov.Core().compile_model(str(xml), "CPU")
+    # f32: on CPUs with avx512_bf16 OpenVINO would run the FP32 IR in bf16 (as the runtime backend does not).
+    compiled = ov.Core().compile_model(str(xml), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
     result = compiled({"input": x})
     return [np.asarray(result[compiled.output(n)]) for n in ("logits", "embedding")]
 
@@ -292,13 +293,13 @@ def test_accuracy_gate_leaves_out_the_failed_artifact_and_ships_the_rest(trained
     """A bad OpenVINO calibration (saturating crops) fails the gate: that INT8 artifact is left out,
     every other artifact ships, and the manifest and card say which and why."""
     import fer_edge
-    import fer_edge.export as export_pkg
+    import fer_edge.export.pipeline as pipeline
     from fer_edge.bundle import Bundle
     from fer_edge.export import export_bundle
 
     model, ckpt, val = trained
-    real = export_pkg.openvino2int8
-    monkeypatch.setattr(export_pkg, "openvino2int8",
+    real = pipeline.openvino2int8
+    monkeypatch.setattr(pipeline, "openvino2int8",
                         lambda src, dst, calib, **kw: real(src, dst, np.full_like(calib, 40.0), **kw))
     out = tmp_path / "bundle"
     with pytest.warns(UserWarning, match="LEFT OUT"):
@@ -393,7 +394,7 @@ def test_no_val_skips_gate_and_int8_needs_calibration(trained, tmp_path):
 
 
 def test_interrupted_export_leaves_nothing(trained, tmp_path, monkeypatch):
-    import fer_edge.export as export
+    import fer_edge.export.pipeline as pipeline
 
     _, ckpt, val = trained
 
@@ -401,9 +402,9 @@ def test_interrupted_export_leaves_nothing(trained, tmp_path, monkeypatch):
         Path(dst).write_bytes(b"half a model")
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(export, "onnx2int8", interrupted)
+    monkeypatch.setattr(pipeline, "onnx2int8", interrupted)
     with pytest.raises(KeyboardInterrupt):
-        export.export_bundle(ckpt, tmp_path / "bundle", name="x", targets=("onnx",), val=val)
+        pipeline.export_bundle(ckpt, tmp_path / "bundle", name="x", targets=("onnx",), val=val)
     assert list(tmp_path.iterdir()) == []
 
 
