@@ -45,7 +45,7 @@ def views(batch: np.ndarray, mode: str, crop: float = CROP) -> list[np.ndarray]:
     for t, left in zip(tops, lefts):
         v = batch[..., t : t + ch, left : left + cw]
         if (ch, cw) != (h, w):
-            v = np.einsum("ij,ncjk,lk->ncil", wh, v, ww, optimize=True).astype(np.float32)
+            v = wh @ v @ ww.T  # float32, broadcast over (N, 1)
         out += [np.ascontiguousarray(v), _flip(v)]
     return out
 
