@@ -32,13 +32,17 @@ def model_card(m: Manifest, meta: dict[str, Any]) -> str:
         "",
         "## Figures",
     ]
-    trained_val = (m.extra.get("training") or {}).get("val")
+    training = m.extra.get("training") or {}
+    if training.get("hardware") or training.get("minutes") is not None:
+        lines += [f"Trained on {training.get('hardware', 'unrecorded hardware')}"
+                  + (f" in {training['minutes']:g} minutes." if training.get("minutes") is not None else "."), ""]
+    trained_val = training.get("val")
     if trained_val and trained_val.get("accuracy") is not None:
         lines += [f"Training run's val accuracy (torch, at that epoch): {trained_val['accuracy']:.2%}.", ""]
     val = m.evaluation.get("val") or {}
     if val:
         lines += ["| artifact | val accuracy | val macro-F1 | n |", "|---|---|---|---|"]
-        lines += [f"| {k}{'' if v.get('shipped', True) else ' (not shipped)'} | {v['accuracy']:.2%} | "
+        lines += [f"| {k}{'' if v.get('shipped', True) else (' (left out: failed the gate)' if v.get('left_out') else ' (not shipped)')} | {v['accuracy']:.2%} | "
                   f"{v['macro_f1']:.3f} | {v['n']} |" for k, v in val.items()]
         agree = m.evaluation.get("int8_agreement_val") or {}
         if agree:
@@ -51,11 +55,15 @@ def model_card(m: Manifest, meta: dict[str, Any]) -> str:
              if k not in ("val", "int8_agreement_val", "accuracy_gate", "heads_val", "default_head")}
     for key, rec in sorted(other.items()):
         if isinstance(rec, dict) and isinstance(rec.get("runs"), dict):
-            lines += ["", f"### {key}", "", f"Measured by `{rec.get('command', '?')}` on {rec.get('date', '?')}.", "",
-                      "| artifact | accuracy | macro-F1 | n | per-class recall |", "|---|---|---|---|---|"]
+            lines += ["", f"### {key}", "", f"Measured by `{rec.get('command', '?')}` on {rec.get('date', '?')}"
+                      + (f", test-time augmentation `{rec['tta']}`" if rec.get("tta", "none") != "none" else "") + ".",
+                      "", "| artifact | accuracy | macro-F1 | ECE uncalibrated | ECE calibrated | n | per-class recall |",
+                      "|---|---|---|---|---|---|---|"]
             for k, v in rec["runs"].items():
                 recall = ", ".join(f"{c} {r:.0%}" for c, r in v.get("per_class_recall", {}).items())
-                lines.append(f"| {k} | {v['accuracy']:.2%} | {v['macro_f1']:.2%} | {v['n']} | {recall} |")
+                ece = [f"{v[e]:.4f}" if v.get(e) is not None else "n/a" for e in ("ece_uncalibrated", "ece")]
+                lines.append(f"| {k} | {v['accuracy']:.2%} | {v['macro_f1']:.2%} | {ece[0]} | {ece[1]} | {v['n']} | "
+                             f"{recall} |")
             if rec.get("agreement"):
                 lines += ["", "Top-1 agreement: " + ", ".join(f"{k} {v:.2%}" for k, v in rec["agreement"].items()) + "."]
             other = {k: v for k, v in other.items() if k != key}
@@ -64,6 +72,14 @@ def model_card(m: Manifest, meta: dict[str, Any]) -> str:
     gate = m.evaluation.get("accuracy_gate", {})
     lines += ["", f"Accuracy gate (INT8 at most {gate.get('max_drop_pp')} pp accuracy and "
                   f"{gate.get('max_f1_drop_pp')} pp macro-F1 below FP32 on val): **{gate.get('status', 'n/a')}**."]
+    for key, why in (gate.get("left_out") or {}).items():
+        lines.append(f"- Left out of the bundle: {why}.")
+    temp = m.extra.get("temperature")
+    if temp:
+        lines += ["", f"Temperature scaling: T = {temp['value']:g}, fitted on {temp['fitted_on']} "
+                      f"(val NLL {temp['val_nll']['before']:.4f} -> {temp['val_nll']['after']:.4f}, val ECE "
+                      f"{temp['val_ece']['before']:.4f} -> {temp['val_ece']['after']:.4f}); the runtime applies it "
+                      "to the probabilities (`Recognizer(..., calibrated=False)` turns it off). ECE: 15 bins."]
     lines += _heads(m)
     for note in export.get("warnings", []):
         lines.append(f"- **WARNING:** {note}")

@@ -10,16 +10,11 @@ from typing import Any
 import numpy as np
 
 from ..errors import BundleError
+from ..parity import TOLERANCE
 
 GOLDEN_DIR = "golden"
-# Per precision, how far an artifact may be from the torch FP32 outputs on the golden inputs.
-# INT8 is judged by direction (embedding cosine) and top-1, not by value; the export also records
-# per-artifact thresholds from what it measured (manifest golden.thresholds), which take precedence.
-TOLERANCE = {
-    "fp32": {"atol": 1e-4, "rtol": 1e-4},
-    "fp16": {"atol": 1e-2, "rtol": 1e-2},
-    "int8": {"min_embedding_cosine": 0.9, "min_top1_agreement": 0.75},
-}
+# The per-precision golden tolerance is fer_edge.parity.TOLERANCE (one owner: export and verify).
+N_GOLDEN = 32  # golden inputs: enough for a top-1 agreement that means something for INT8
 
 
 def write_golden(root: str | os.PathLike, model: Any, inputs: np.ndarray, *,
@@ -65,10 +60,14 @@ def read_golden(root: str | os.PathLike, golden: dict[str, Any] | None = None) -
         raise BundleError(f"{root}: unreadable golden tensors: {e}") from e
 
 
-def compare(golden: dict[str, np.ndarray], outputs: dict[str, np.ndarray]) -> dict[str, float]:
-    """How an artifact's outputs on golden['input'] differ from the golden outputs."""
-    diff = max(float(np.max(np.abs(outputs[k] - golden[k]))) for k in ("logits", "embedding"))
-    a, b = outputs["embedding"], golden["embedding"]
-    cos = np.sum(a * b, axis=1) / np.maximum(np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1), 1e-12)
-    top1 = float(np.mean(outputs["logits"].argmax(1) == golden["logits"].argmax(1)))
-    return {"max_abs_diff": diff, "min_embedding_cosine": float(cos.min()), "top1_agreement": top1}
+def select_golden(stage: Path, model, spec, val_set, calib) -> dict[str, Any]:
+    """Golden inputs: real crops when there are any (noise makes near-constant logits)."""
+    from ..preprocess import preprocess
+
+    rng = np.random.default_rng(0)
+    if val_set is not None:
+        crops = val_set.images[np.sort(rng.permutation(len(val_set))[:N_GOLDEN])]
+        return write_golden(stage, model, preprocess(crops, spec), crops=crops)
+    if calib is not None:
+        return write_golden(stage, model, calib[:N_GOLDEN])
+    return write_golden(stage, model, rng.standard_normal((N_GOLDEN, 1, *spec.size)).astype(np.float32))

@@ -50,7 +50,7 @@ def check_against_onnx(xml: Path, onnx_path: Path, *, atol: float) -> None:
 
     session = ort_session(onnx_path)
     names = [o.name for o in session.get_outputs()]
-    # f32 as the runtime pins it: bf16 by default on AVX512_BF16/AMX CPUs would fail parity there only.
+    # f32 hint: on bf16-capable CPUs OpenVINO would otherwise run the FP32 IR in bf16.
     compiled = ov.Core().compile_model(str(xml), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
     inputs = {n for i in compiled.inputs for n in i.get_names()}
     outputs = set().union(*output_names(compiled))

@@ -21,10 +21,12 @@ def summarize(result: dict[str, Any]) -> dict[str, Any]:
             "accuracy": r["accuracy"], "macro_f1": r["macro_f1"], "macro_precision": r["macro_precision"],
             "macro_recall": r["macro_recall"], "n": r["n"],
             "per_class_recall": {c: v["recall"] for c, v in r["per_class"].items()},
+            **{k: r[k] for k in ("tta", "temperature", "ece", "ece_uncalibrated") if k in r},
         }
         for key, r in result["runs"].items()
     }
-    return {"data": result["data"], "split": result["split"], "runs": runs, "agreement": result["agreement"]}
+    return {"data": result["data"], "split": result["split"], "tta": result.get("tta", "none"), "runs": runs,
+            "agreement": result["agreement"]}
 
 
 def record_evaluation(bundle_dir: str | os.PathLike, result: dict[str, Any], *, command: str,
@@ -38,7 +40,9 @@ def record_evaluation(bundle_dir: str | os.PathLike, result: dict[str, Any], *, 
         raise BundleError(f"{root}: figures can only be recorded into a bundle folder, not a zip")
     bundle = Bundle.open(root)
     m = bundle.manifest
-    key = key or f"{Path(str(result['data'])).name}/{result['split']}"
+    # One entry per TTA mode: "fer2013/test" (plain), "fer2013/test/tta=flip", ...
+    tta = result.get("tta", "none")
+    key = key or f"{Path(str(result['data'])).name}/{result['split']}" + ("" if tta == "none" else f"/tta={tta}")
     from ..evaluate import CROSS_CPU_TOLERANCE
     from ..runtimes.machine import machine_info
 

@@ -29,7 +29,8 @@ def _recognizer(args: argparse.Namespace):
 
     return Recognizer(args.model, args.backend, precision=args.precision, threads=args.threads,
                       head=getattr(args, "head", "auto"), device=getattr(args, "device", None),
-                      strict=getattr(args, "strict", False), refresh=getattr(args, "refresh", False))
+                      strict=getattr(args, "strict", False), refresh=getattr(args, "refresh", False),
+                      tta=getattr(args, "tta", "none"))
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
@@ -103,16 +104,19 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         result = public(evaluate_checkpoint(args.checkpoint, args.data, args.split, tta=args.tta,
                                             threads=args.threads, limit_per_class=args.limit_per_class,
                                             plots=args.plots))
-    elif args.tta != "none" or args.plots:
-        raise InputError("--tta and --plots need --checkpoint (a bundle is evaluated without TTA and plots)")
+    elif args.plots:
+        raise InputError("--plots needs --checkpoint (a bundle is evaluated without plots)")
     else:
         result = evaluate_matrix(args.model, args.data, args.split, backends=args.backend, precisions=args.precision,
-                                 threads=args.threads, limit_per_class=args.limit_per_class)
+                                 threads=args.threads, limit_per_class=args.limit_per_class, tta=args.tta)
     for key, r in result["runs"].items():
         print(f"== {result['model']} on {args.data} [{args.split}] with {key}: {r['n']} images, {r['seconds']:.1f} s")
         print(f"accuracy {r['accuracy'] * 100:.2f} %   macro precision {r['macro_precision'] * 100:.2f} %   "
               f"macro recall {r['macro_recall'] * 100:.2f} %   macro F1 {r['macro_f1'] * 100:.2f} %")
         print("per-class recall: " + "  ".join(f"{c} {v['recall'] * 100:.1f}" for c, v in r["per_class"].items()))
+        if r.get("ece") is not None:
+            print(f"tta {r.get('tta', 'none')}   ECE (15 bins) {r['ece']:.4f} at temperature {r['temperature']:g}"
+                  f" ({r['ece_uncalibrated']:.4f} uncalibrated)")
         if r.get("macro_auc") is not None:
             print(f"one-vs-rest AUC: macro {r['macro_auc']:.4f}   " + "  ".join(
                 f"{c} {a:.3f}" for c, a in r["auc"].items() if a is not None))
@@ -211,6 +215,8 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
     out = export_bundle(args.checkpoint, args.out, name=args.name or os.path.basename(os.path.normpath(args.out)),
                         targets=tuple(args.targets.split(",")), precisions=tuple(args.precision.split(",")),
+                        artifacts=tuple(args.artifacts.split(",")) if args.artifacts else None,
+                        trained_on=args.trained_on, train_minutes=args.train_minutes,
                         calib=args.calib, val=args.val, max_drop_pp=args.max_drop, max_f1_drop_pp=args.max_f1_drop,
                         allow_drop=args.allow_drop, head=args.head, head_path=args.head_path,
                         default_head=args.default_head, max_batch=args.max_batch,
@@ -224,6 +230,11 @@ def _cmd_export(args: argparse.Namespace) -> int:
         print(f"  val {key}: accuracy {v['accuracy']:.2%}, macro-F1 {v['macro_f1']:.3f}")
     gate = m.evaluation.get("accuracy_gate") or {}
     print(f"  accuracy gate: {gate.get('status')}")
+    for key, why in (gate.get("left_out") or {}).items():
+        print(f"  LEFT OUT {key}: {why}")
+    if m.extra.get("temperature"):
+        t = m.extra["temperature"]
+        print(f"  temperature {t['value']:g} (val ECE {t['val_ece']['before']:.4f} -> {t['val_ece']['after']:.4f})")
     if m.evaluation.get("default_head"):
         print(f"  default head: {m.evaluation['default_head']['reason']}")
     for note in m.extra.get("export", {}).get("warnings", []):
@@ -323,7 +334,7 @@ def _cmd_profile(args: argparse.Namespace) -> int:
 
     cfg = ProfileConfig(backends=names(args.backends), precisions=names(args.precision), heads=names(args.heads),
                         batches=ints(args.batch, "--batch"), threads=ints(args.threads, "--threads"), runs=args.runs,
-                        warmup=args.warmup, detection=not args.no_detection)
+                        warmup=args.warmup, detection=not args.no_detection, tta=args.tta)
     result = profile(args.bundle, cfg, progress=lambda r: _stderr(
         f"profiled {r['stage']} {r['backend']} {r['precision'] or ''} batch {r['batch']} threads {r['threads']}"))
     result["command"] = _command_line(args)
@@ -368,6 +379,8 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--device", help=DEVICE_HELP)
     pr.add_argument("--strict", action="store_true", help="auto/fastest: fail instead of trying the next backend")
     pr.add_argument("--refresh", action="store_true", help="--backend fastest: re-time instead of using the cache")
+    pr.add_argument("--tta", default="none", choices=["none", "flip", "ten_crop"],
+                    help="test-time augmentation: average the probabilities of 2 (flip) or 10 (ten_crop) views")
     pr.set_defaults(func=_cmd_predict)
 
     ev = sub.add_parser("evaluate", help="accuracy, macro P/R/F1, per-class recall and confusion matrix of a bundle")
@@ -380,7 +393,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="store the figures in the bundle's manifest and model card (a bundle folder)")
     ev.add_argument("--checkpoint", help="evaluate a torch checkpoint (e.g. runs/x/best.pt) instead of a bundle")
     ev.add_argument("--tta", default="none", choices=["none", "flip", "ten_crop"],
-                    help="with --checkpoint: also evaluate with test-time augmentation")
+                    help="test-time augmentation (a bundle: the Recognizer's; --checkpoint: also evaluate with it)")
     ev.add_argument("--plots", metavar="DIR", help="with --checkpoint: write confusion, ROC and distance PNGs here")
     ev.set_defaults(func=_cmd_evaluate)
 
@@ -435,6 +448,8 @@ def build_parser() -> argparse.ArgumentParser:
     pf.add_argument("--runs", type=int, default=50, help="timed calls per row")
     pf.add_argument("--warmup", type=int, default=5, help="untimed calls before each row")
     pf.add_argument("--no-detection", action="store_true", help="skip the face-detection stage")
+    pf.add_argument("--tta", default="none", choices=["none", "flip", "ten_crop"],
+                    help="profile with this test-time augmentation (its cost: 2 or 10 backbone views per crop)")
     pf.add_argument("--json", metavar="FILE", help="write every row as JSON")
     pf.add_argument("--plot", metavar="FILE", help="bar chart of ms per crop (.svg without matplotlib)")
     pf.set_defaults(func=_cmd_profile)
@@ -452,11 +467,14 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--targets", default="onnx,openvino",
                     help="comma list of formats: onnx, openvino, tensorrt (tensorrt needs TensorRT and a GPU here)")
     ex.add_argument("--precision", default="fp32,int8", help="comma list: fp32, fp16 (openvino, tensorrt), int8")
+    ex.add_argument("--artifacts", help="ship exactly these format/precision keys, e.g. onnx/int8,openvino/int8 "
+                    "(overrides --targets/--precision; INT8 is still gated against FP32 built at export)")
     ex.add_argument("--calib", help="dataset for INT8 calibration (default: the val split of --val)")
     ex.add_argument("--val", "--eval", dest="val", help="dataset root whose val split gates INT8 accuracy")
     ex.add_argument("--max-drop", type=float, default=0.5, help="largest INT8 accuracy drop on val, in points")
     ex.add_argument("--max-f1-drop", type=float, default=1.0, help="largest INT8 macro-F1 drop on val, in points")
-    ex.add_argument("--allow-drop", action="store_true", help="ship INT8 even if it drops more than allowed")
+    ex.add_argument("--allow-drop", action="store_true",
+                    help="ship an INT8 artifact that drops more than allowed (default: it is left out, the rest ship)")
     ex.add_argument("--head", choices=("xgboost", "linear"), help="add the fitted head from RUN/heads/<kind>/")
     ex.add_argument("--head-path", help="folder with the head's head.json (instead of RUN/heads/<kind>/)")
     ex.add_argument("--default-head", action="store_true", help="make the head the default even if it does not "
@@ -465,6 +483,8 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--overwrite", action="store_true", help="replace an existing bundle at --out")
     ex.add_argument("--description")
     ex.add_argument("--train-command", help="how the checkpoint was trained, if it does not record it itself")
+    ex.add_argument("--trained-on", help="the hardware that trained the checkpoint, e.g. '1x NVIDIA H200'")
+    ex.add_argument("--train-minutes", type=float, help="the training's wall time in minutes")
     ex.set_defaults(func=_cmd_export)
 
     vf = sub.add_parser("verify", help="re-run a bundle's golden inputs through every artifact and head; "

@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from .calibration import apply_temperature, expected_calibration_error
 from .data import FaceSet, load_dataset
 from .labels import relabel
 from .metrics import classification_report
@@ -27,10 +28,17 @@ def evaluate(recognizer, data: FaceSet | str | os.PathLike, split: str | None = 
                             for i in range(0, len(faces), batch_size)])
     seconds = time.perf_counter() - t0
     report = classification_report(y_true, probs.argmax(1), labels)
+    temperature = float(getattr(recognizer, "temperature", 1.0))
     report.update(backend=recognizer.backend, precision=recognizer.precision, model=recognizer.manifest.name,
                   data=str(data) if not isinstance(data, FaceSet) else "FaceSet", split=split,
-                  seconds=round(seconds, 3))
+                  seconds=round(seconds, 3), tta=getattr(recognizer, "tta", "none"), temperature=temperature,
+                  # ECE of the probabilities as served, and of the same outputs before temperature
+                  # scaling (undone exactly: softmax(T log p_T) = p).
+                  ece=expected_calibration_error(probs, y_true),
+                  ece_uncalibrated=expected_calibration_error(apply_temperature(probs, 1 / temperature), y_true))
     report["_predictions"] = probs.argmax(1)  # for agreement checks; dropped before JSON output
+    report["_probabilities"] = probs  # for fitting a temperature at export
+    report["_labels"] = y_true
     return report
 
 
@@ -90,9 +98,10 @@ def compare_with_recorded(result: dict[str, Any], recorded: dict[str, Any] | Non
 
 def evaluate_matrix(model: str | os.PathLike | None, data: str | os.PathLike, split: str | None = "test", *,
                     backends: str = "auto", precisions: str = "auto", threads: int | None = None,
-                    limit_per_class: int | None = None) -> dict[str, Any]:
+                    limit_per_class: int | None = None, tta: str = "none") -> dict[str, Any]:
     """Evaluate one bundle with several backends and precisions on the same images.
 
+    tta: the Recognizer's test-time augmentation ("none", "flip", "ten_crop").
     backends / precisions: "auto", "all" (everything the bundle holds and this machine runs) or
     a comma list. Reports INT8-vs-FP32 top-1 agreement for each backend that ran both.
     """
@@ -113,7 +122,7 @@ def evaluate_matrix(model: str | os.PathLike | None, data: str | os.PathLike, sp
         else:
             precision_list = _expand(precisions, [])
         for precision in precision_list:
-            rec = Recognizer(bundle=bundle, backend=backend, precision=precision, threads=threads)
+            rec = Recognizer(bundle=bundle, backend=backend, precision=precision, threads=threads, tta=tta)
             runs[f"{rec.backend}/{rec.precision}"] = evaluate(rec, faces, split)
     agreements = {}
     for key, r in runs.items():
@@ -122,9 +131,9 @@ def evaluate_matrix(model: str | os.PathLike | None, data: str | os.PathLike, sp
         if precision != "fp32" and ref is not None:
             agreements[f"{backend} {precision} vs fp32"] = agreement(r, ref)
     result = {"model": bundle.manifest.name, "source": str(bundle.source), "data": str(data), "split": split,
-              "shipped_figures": bundle.manifest.evaluation,
+              "tta": tta, "shipped_figures": bundle.manifest.evaluation,
               "runs": {k: public(v) for k, v in runs.items()}, "agreement": agreements}
     if limit_per_class is None:  # recorded figures are of the whole split
-        result["vs_recorded"] = compare_with_recorded(
-            result, bundle.manifest.evaluation.get(f"{os.path.basename(os.path.normpath(str(data)))}/{split}"))
+        key = f"{os.path.basename(os.path.normpath(str(data)))}/{split}" + ("" if tta == "none" else f"/tta={tta}")
+        result["vs_recorded"] = compare_with_recorded(result, bundle.manifest.evaluation.get(key))
     return result

@@ -1,7 +1,8 @@
 """THE table of artifact formats. The exporter writes what it says; the runtime loads by it.
 
 One row per format: where its files live in a bundle, which precisions exist, which backend
-runs it, which pip extra provides that backend, and whether it needs a GPU.
+runs it, which pip extra provides that backend, whether it needs a GPU, and which precisions can
+be built: by `fer_edge.export` from a checkpoint, and by the runtime itself at load time.
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ class Format:
     extra: str  # pip install "fer-edge[<extra>]" provides the backend
     needs_gpu: bool
     built_on_device: bool  # artifacts are specific to the device that built them
+    exporter_builds: tuple[str, ...] = ()  # precisions export_bundle builds for this format
+    runtime_builds: tuple[str, ...] = ()  # precisions the backend builds itself from the bundle's FP32 ONNX
 
     def path(self, precision: str, device: str | None = None) -> str:
         """Where the artifact of this precision lives inside a bundle. Formats built on the device
@@ -46,15 +49,26 @@ class Format:
 FORMATS: dict[str, Format] = {
     f.key: f
     for f in (
-        Format("onnx", ".onnx", (), ("fp32", "fp16", "int8"), "onnxruntime", "onnxruntime", False, False),
-        Format("openvino", ".xml", (".bin",), ("fp32", "fp16", "int8"), "openvino", "openvino", False, False),
+        # No ONNX FP16: ONNX Runtime's CPU provider runs it slower than FP32 on x86 (tiny, batch 1,
+        # 1 thread: 1.73 vs 1.48 ms), and TensorRT converts FP16 itself.
+        Format("onnx", ".onnx", (), ("fp32", "fp16", "int8"), "onnxruntime", "onnxruntime", False, False,
+               exporter_builds=("fp32", "int8")),
+        Format("openvino", ".xml", (".bin",), ("fp32", "fp16", "int8"), "openvino", "openvino", False, False,
+               exporter_builds=("fp32", "fp16", "int8")),
         # The timing cache is shared by the engines of one device folder: it makes rebuilds fast.
+        # Exported only where TensorRT and a GPU are; the runtime builds FP32/FP16 engines from the
+        # FP32 ONNX (INT8 needs the exporter's symmetric QDQ file).
         Format("tensorrt", ".engine", ("timing.cache",), ("fp32", "fp16", "int8"), "tensorrt", "tensorrt", True,
-               True),
+               True, exporter_builds=("fp32", "fp16", "int8"), runtime_builds=("fp32", "fp16")),
     )
 }
 
 PRECISIONS = ("fp32", "fp16", "int8")
+
+
+def buildable() -> dict[str, tuple[str, ...]]:
+    """Format -> the precisions export_bundle can build for it."""
+    return {k: f.exporter_builds for k, f in FORMATS.items() if f.exporter_builds}
 
 
 def get_format(key: str) -> Format:

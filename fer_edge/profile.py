@@ -53,12 +53,16 @@ class ProfileConfig:
     warmup: int = 5
     detection: bool = True
     power: bool = True  # read tegrastats when it is installed
+    tta: str = "none"  # the Recognizer's test-time augmentation: its views are part of each stage
 
     def __post_init__(self) -> None:
         for name in ("batches", "threads"):
             values = getattr(self, name)
             if not values or not all(isinstance(v, int) and v >= 1 for v in values):
                 raise InputError(f"{name} must be positive integers, got {values!r}")
+        from .tta import check_mode
+
+        check_mode(self.tta)
         if self.runs < 3 or self.warmup < 0:
             raise InputError(f"runs must be >= 3 and warmup >= 0, got {self.runs}, {self.warmup}")
 
@@ -208,10 +212,12 @@ def _plan(bundle, cfg: ProfileConfig) -> list[tuple[str, str, str]]:
     return plan
 
 
-def _recognizer(bundle, backend: str, precision: str, head: str, threads: int):
+def _recognizer(bundle, backend: str, precision: str, head: str, threads: int, tta: str = "none"):
     from .recognizer import Recognizer
 
     kwargs: dict[str, Any] = {"precision": precision, "threads": threads}
+    if tta != "none":
+        kwargs["tta"] = tta
     if head != "auto":
         if "head" not in inspect.signature(Recognizer).parameters:
             raise InputError(f"head {head!r} asked for, but this Recognizer has no heads")
@@ -220,8 +226,20 @@ def _recognizer(bundle, backend: str, precision: str, head: str, threads: int):
 
 
 def _stages(rec):
-    """The Recognizer's three public stages: crops -> batch -> outputs -> probabilities."""
-    return rec.preprocess, rec.backbone, rec.classify
+    """The Recognizer's three public stages: crops -> batch -> outputs -> probabilities. With
+    test-time augmentation the views are made in preprocessing, run as one batch and averaged
+    after the head, so each stage's row carries its share of the TTA cost."""
+    if rec.tta == "none":
+        return rec.preprocess, rec.backbone, rec.classify
+    from .tta import num_views, views
+
+    n_views = num_views(rec.tta)
+
+    def probs(out):
+        p = rec.classify(out)
+        return p.reshape(n_views, len(p) // n_views, -1).mean(axis=0)
+
+    return lambda crops: np.concatenate(views(rec.preprocess(crops), rec.tta)), rec.backbone, probs
 
 
 def _time_row(rec, crops: list[np.ndarray], runs: int, warmup: int) -> dict[str, list[float]]:
@@ -268,7 +286,7 @@ def profile(model=None, config: ProfileConfig | None = None, *, progress=None) -
         for backend, precision, head in _plan(bundle, cfg):
             for threads in cfg.threads:
                 before = rss_mib()  # what this row's Recognizer (model, session, buffers) adds is measured from here
-                rec = _recognizer(bundle, backend, precision, head, threads)
+                rec = _recognizer(bundle, backend, precision, head, threads, cfg.tta)
                 d = rec.describe()
                 head_d = d.get("head") or {"name": "in_graph"}
                 for batch in cfg.batches:
@@ -279,7 +297,7 @@ def profile(model=None, config: ProfileConfig | None = None, *, progress=None) -
                     total = percentiles(samples["total"])
                     row = {"stage": "recognize", "backend": d["backend"], "precision": d["precision"],
                            "head": head_d.get("name") or head_d.get("kind"), "device": d.get("device"),
-                           "batch": batch, "threads": threads, "runs": cfg.runs,
+                           "batch": batch, "threads": threads, "runs": cfg.runs, "tta": cfg.tta,
                            "ms_per_call": {s: percentiles(samples[s]) for s in (*STAGES, "total")},
                            "ms_per_crop": {k: v / batch for k, v in total.items()},
                            "crops_per_s": batch * 1000.0 / total["p50"],

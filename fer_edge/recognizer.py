@@ -9,7 +9,9 @@ import numpy as np
 
 from .bundle import Bundle
 from .errors import BundleError, InputError
+from .calibration import apply_temperature, manifest_temperature
 from .preprocess import preprocess
+from .tta import check_mode, num_views, views
 from .types import Prediction
 
 MAX_CHUNK = 256  # bounds memory for very large predict_batch calls
@@ -34,12 +36,16 @@ class Recognizer:
       ("gpu[:N]": the same, or OpenVINO's GPU plugin), or a backend's own name (onnxruntime
       "tensorrt[:N]", openvino "NPU" / "AUTO"). None, the default, is one rule for all: a CUDA GPU
       where the backend can use one here, else the CPU.
+    tta: test-time augmentation of predict/predict_proba: "none", "flip" (2 views) or "ten_crop"
+      (10 views); the views' probabilities are averaged (embed() stays plain).
+    calibrated: apply the bundle's fitted temperature to the probabilities (argmax unchanged).
     `describe()` says what was chosen and why. One Recognizer may be called from many threads.
     """
 
     def __init__(self, model: str | os.PathLike | None = None, backend: str = "auto", *, precision: str = "auto",
                  head: str = "auto", threads: int | None = None, device: str | None = None, strict: bool = False,
-                 refresh: bool = False, bundle: Bundle | None = None) -> None:
+                 refresh: bool = False, bundle: Bundle | None = None, tta: str = "none",
+                 calibrated: bool = True) -> None:
         from .runtimes import select_backend  # lazy: keeps `import fer_edge` numpy-only
         from .runtimes.heads import load_head
 
@@ -53,6 +59,8 @@ class Recognizer:
         self.labels = tuple(m.labels)
         self._outputs = m.model["outputs"]
         self.head = load_head(self.bundle, head, threads=threads)  # cheap, so a bad head fails first
+        self.tta = check_mode(tta)
+        self.temperature = manifest_temperature(m, self.head.describe().get("name")) if calibrated else 1.0
         self._selection = select_backend(self.bundle, backend, precision=precision, threads=threads, device=device,
                                          strict=strict, refresh=refresh)
 
@@ -71,7 +79,8 @@ class Recognizer:
     def describe(self) -> dict[str, Any]:
         s = self._selection
         return {"model": self.manifest.name, "source": str(self.bundle.source), **s.describe(),
-                **{k: v for k, v in s.backend.describe().items() if k != "backend"}, "head": self.head.describe()}
+                **{k: v for k, v in s.backend.describe().items() if k != "backend"}, "head": self.head.describe(),
+                "tta": self.tta, "temperature": self.temperature}
 
     # --- the three stages: crops -> preprocess -> backbone -> classify -> probabilities ----------------
     # Every caller (predict_*, embed, profile, evaluate) goes through these, so the path from an
@@ -100,11 +109,25 @@ class Recognizer:
     def _run(self, batch: np.ndarray) -> dict[str, np.ndarray]:
         return self._selection.backend.run(batch)
 
+    def probabilities(self, batch: np.ndarray) -> np.ndarray:
+        """Stages 2 and 3 on a preprocessed batch, with the Recognizer's test-time augmentation
+        (the views' probabilities averaged, a chunk's views in one backend call) and its
+        temperature: what predict_proba returns."""
+        n_views = num_views(self.tta)
+        step = max(1, MAX_CHUNK // n_views)
+        parts = []
+        for i in range(0, len(batch), step):
+            chunk = batch[i : i + step]
+            if n_views == 1:
+                parts.append(self.classify(self.backbone(chunk)))
+            else:
+                probs = self.classify(self.backbone(np.concatenate(views(chunk, self.tta))))
+                parts.append(probs.reshape(n_views, len(chunk), -1).mean(axis=0))
+        return apply_temperature(np.concatenate(parts), self.temperature)
+
     def predict_proba(self, crops: Sequence[Any], *, names: Sequence[str] | None = None) -> np.ndarray:
         """(N, num_classes) probabilities for a list of crops (or an N x H x W[x C] uint8 array)."""
-        batch = self.preprocess(crops, names=names)
-        return np.concatenate([self.classify(self.backbone(batch[i : i + MAX_CHUNK]))
-                               for i in range(0, len(batch), MAX_CHUNK)])
+        return self.probabilities(self.preprocess(crops, names=names))
 
     def embed(self, crops: Sequence[Any], *, names: Sequence[str] | None = None) -> np.ndarray:
         """(N, feature_dim) pooled embeddings (the input of tree or linear heads)."""
@@ -124,7 +147,8 @@ class Recognizer:
 
     def __repr__(self) -> str:
         return (f"Recognizer({self.manifest.name!r}, backend={self.backend!r}, precision={self.precision!r}, "
-                f"head={self.head.describe().get('name')!r})")
+                f"head={self.head.describe().get('name')!r}"
+                + (f", tta={self.tta!r}" if self.tta != "none" else "") + ")")
 
     # Faces in frames (fer_edge.detect). `detector` is a name ("auto", "yunet", "haar") or a
     # fer_edge.detect.Detector; set the attribute to change the default, made on first use.

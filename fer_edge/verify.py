@@ -23,6 +23,8 @@ from typing import Any
 import numpy as np
 
 from .errors import BundleError, FerEdgeError
+from .parity import TOLERANCE_KEYS, compare
+from .parity import problems as parity_problems
 
 IDENTITY_FIELDS = ("name", "version", "labels", "input", "model")
 DIGEST_KEY = "manifest_sha256"  # ONNX metadata_props `fer_edge.manifest_sha256`, OV rt_info fer_edge/manifest_sha256
@@ -258,33 +260,17 @@ def _check_artifact(bundle, art, golden, digest: str, report: VerifyReport) -> N
     except FerEdgeError as e:
         report.add(name, "failed", f"cannot run: {e}")
         return
-    m = _compare(golden, out)
+    # The same measure and limits as the exporter's parity.check, reported rather than raised.
+    m = compare(golden, out)
     tol = _tolerance(bundle, art.key(), art.precision)
-    problems = []
-    if "atol" in tol:
-        ref = max(float(np.abs(golden[k]).max()) for k in ("logits", "embedding"))
-        limit = tol["atol"] + tol.get("rtol", 0.0) * ref
-        if not m["max_abs_diff"] <= limit:
-            problems.append(f"max |diff| {m['max_abs_diff']:.3g} > {limit:.3g}")
-    if "min_top1_agreement" in tol and not m["top1_agreement"] >= tol["min_top1_agreement"]:
-        problems.append(f"top-1 agreement {m['top1_agreement']:.3f} < {tol['min_top1_agreement']:.3f}")
-    if "min_embedding_cosine" in tol and not m["min_embedding_cosine"] >= tol["min_embedding_cosine"]:
-        problems.append(f"embedding cosine {m['min_embedding_cosine']:.4f} < {tol['min_embedding_cosine']:.4f}")
-    if not any(k in tol for k in ("atol", "min_top1_agreement", "min_embedding_cosine")):
+    problems = parity_problems(m, tol, golden)
+    if not any(k in tol for k in TOLERANCE_KEYS):
         problems.append(f"the manifest records no tolerance for {art.key()}")
     summary = (f"max |diff| {m['max_abs_diff']:.2g}, top-1 agreement {m['top1_agreement']:.3f}, "
                f"min embedding cosine {m['min_embedding_cosine']:.4f} on {len(golden['input'])} golden inputs "
                f"via {sel.name}; {identity}")
     report.add(name, "failed" if problems else "passed", "; ".join(problems) + (" -- " if problems else "") + summary,
                **m, tolerance=tol)
-
-
-def _compare(golden: dict[str, np.ndarray], out: dict[str, np.ndarray]) -> dict[str, float]:
-    diff = max(float(np.max(np.abs(np.asarray(out[k], np.float64) - golden[k]))) for k in ("logits", "embedding"))
-    a, b = np.asarray(out["embedding"], np.float64), golden["embedding"].astype(np.float64)
-    cos = np.sum(a * b, axis=1) / np.maximum(np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1), 1e-12)
-    top1 = float(np.mean(np.asarray(out["logits"]).argmax(1) == golden["logits"].argmax(1)))
-    return {"max_abs_diff": diff, "min_embedding_cosine": float(cos.min()), "top1_agreement": top1}
 
 
 def _check_head(bundle, name: str, head: dict[str, Any], golden, report: VerifyReport) -> None:

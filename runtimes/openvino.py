@@ -109,6 +109,11 @@ class OpenVinoBackend(Backend):
             config["INFERENCE_PRECISION_HINT"] = "f32"
         if threads and device == "CPU":
             config.update(INFERENCE_NUM_THREADS=threads, NUM_STREAMS=1)
+        if device == "CPU":
+            # On CPUs with avx512_bf16/AMX OpenVINO runs FP32 layers in bf16 by default, which
+            # breaks FP32 parity with torch (logits off by ~4e-3) and shifts the INT8 model's
+            # unquantized layers too; the artifact's precision is the bundle's to say.
+            config["INFERENCE_PRECISION_HINT"] = "f32"
         try:
             self.compiled = _core().compile_model(str(path), device, config)
         except Exception as e:

@@ -23,7 +23,7 @@ from ..formats import FORMATS, device_key, device_key_of
 from .base import Backend, Probe, register_backend
 from .devices import cuda_index
 
-BUILDABLE = ("fp32", "fp16")  # from the bundle's FP32 ONNX; see the module docstring for INT8
+BUILDABLE = FORMATS["tensorrt"].runtime_builds  # from the bundle's FP32 ONNX; see the module docstring for INT8
 _BUILD_LOCK = threading.Lock()
 
 

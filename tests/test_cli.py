@@ -101,3 +101,22 @@ def test_evaluate_record_stores_figures_in_manifest_and_card(tiny_bundle, faces_
     assert f"recorded figures (taken on {cpu_model()}" in out and "all within tolerance" in out
     card = (tiny_bundle / "MODEL_CARD.md").read_text()
     assert "### synthetic/test" in card and f"{rec['runs']['onnxruntime/fp32']['accuracy']:.2%}" in card
+
+
+def test_tta_on_predict_evaluate_and_profile(tiny_bundle, faces_folder, capsys):
+    from fer_edge.bundle import Bundle
+
+    code = main(["evaluate", "--model", str(tiny_bundle), "--data", str(faces_folder), "--split", "test",
+                 "--backend", "onnxruntime", "--precision", "fp32", "--tta", "flip", "--record"])
+    assert code == 0, capsys.readouterr().err
+    assert "tta flip   ECE (15 bins)" in capsys.readouterr().out
+    m = Bundle.open(tiny_bundle).manifest
+    run = m.evaluation["synthetic/test/tta=flip"]["runs"]["onnxruntime/fp32"]
+    assert run["tta"] == "flip" and run["temperature"] == m.extra["temperature"]["value"] and 0 <= run["ece"] <= 1
+    assert "### synthetic/test/tta=flip" in (tiny_bundle / "MODEL_CARD.md").read_text()
+    image = next((faces_folder / "test").rglob("*.png"))
+    assert main(["predict", str(image), "--model", str(tiny_bundle), "--tta", "ten_crop", "--json"]) == 0
+    assert '"tta": "ten_crop"' in capsys.readouterr().out
+    assert main(["profile", str(tiny_bundle), "--backends", "onnxruntime", "--precision", "fp32", "--batch", "1",
+                 "--threads", "1", "--runs", "3", "--warmup", "0", "--no-detection", "--tta", "flip"]) == 0
+    assert "onnxruntime" in capsys.readouterr().out
