@@ -49,7 +49,8 @@ def _softmax64(z: np.ndarray) -> np.ndarray:
 @pytest.fixture(scope="module")
 def golden() -> dict[str, np.ndarray]:
     g = PACKAGED_DIR / "tiny" / "golden"
-    return {"embedding": np.load(g / "embedding.npy"), "logits": np.load(g / "logits.npy")}
+    # The first 8 golden rows of the packaged default (it ships 32; the tests below count 8).
+    return {"embedding": np.load(g / "embedding.npy")[:8], "logits": np.load(g / "logits.npy")[:8]}
 
 
 @pytest.fixture(scope="module")
