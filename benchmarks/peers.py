@@ -63,10 +63,11 @@ def summary(name: str, ms: list[float], probs: np.ndarray, labels: list[str], y:
                             "p99": float(np.percentile(a, 99))}, "pred": pred.tolist()}
 
 
-def run_ours(images: np.ndarray, y: np.ndarray, backend: str, precision: str, warmup: int = 20) -> dict:
+def run_ours(images: np.ndarray, y: np.ndarray, backend: str, precision: str, warmup: int = 20,
+             model: str | None = None) -> dict:
     from fer_edge import Recognizer
 
-    rec = Recognizer(backend=backend, precision=precision, threads=1)
+    rec = Recognizer(model, backend=backend, precision=precision, threads=1)
     for img in images[:warmup]:
         rec.predict(img)
     probs, ms = np.empty((len(images), len(rec.labels)), np.float32), []
@@ -106,6 +107,7 @@ def main() -> None:
     ap.add_argument("--peer-python", default=str(PEER_VENV / "bin" / "python"))
     ap.add_argument("--limit-per-class", type=int, help="first N test crops per class (quick checks)")
     ap.add_argument("--json", help="write the results as JSON (e.g. benchmarks/peers.json)")
+    ap.add_argument("--also", default="base", help="other packaged models to add an auto row for (comma list; '' none)")
     args = ap.parse_args()
     if args.setup:
         setup()
@@ -136,6 +138,9 @@ def main() -> None:
             if i == 0:
                 rows.append(run_peer(crops_path, y, Path(args.peer_python)))
                 print(f"ran {rows[-1]['name']}", file=sys.stderr, flush=True)
+        for model in filter(None, args.also.split(",")):
+            rows.append(run_ours(images, y, "auto", "auto", model=model))
+            print(f"ran {rows[-1]['name']} auto/auto", file=sys.stderr, flush=True)
     result = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
               "machine": f"{platform.machine()} {platform.processor() or ''}".strip(), "cpu_count": os.cpu_count(),
               "load_avg_start": list(load_start), "load_avg_end": list(os.getloadavg()),
