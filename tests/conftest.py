@@ -41,6 +41,19 @@ def synthetic_faceset(per_class: int = 12, seed: int = 0, size: int = 48):
     return FaceSet(np.stack(images), np.array(labels, dtype=np.int64), [f"synthetic:{i}" for i in range(len(labels))])
 
 
+def write_synthetic_splits(root: Path, per_class: dict[str, int]) -> Path:
+    """Synthetic faces as an ImageFolder tree, one split per key (a different seed each)."""
+    from PIL import Image
+
+    for seed, (split, n) in enumerate(per_class.items()):
+        faces = synthetic_faceset(per_class=n, seed=seed)
+        for i, (img, label) in enumerate(zip(faces.images, faces.labels)):
+            d = root / split / faces.classes[label]
+            d.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(img).save(d / f"{i:04d}.png")
+    return root
+
+
 def train_tiny_checkpoint(path: Path, steps: int = 40, seed: int = 0) -> Path:
     """A tiny_fer checkpoint in the training module's format, fitted briefly to synthetic faces."""
     import torch

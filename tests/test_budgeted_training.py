@@ -21,21 +21,12 @@ from fer_edge.train.loop import BudgetClock, lr_factor, train  # noqa: E402
 from fer_edge.train.losses import load_teacher  # noqa: E402
 from fer_edge.train.models import create_model  # noqa: E402
 
-from conftest import REPO, synthetic_faceset  # noqa: E402
+from conftest import REPO, write_synthetic_splits  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def splits(tmp_path_factory) -> Path:
-    from PIL import Image
-
-    root = tmp_path_factory.mktemp("budget-splits")
-    for split, seed, per_class in (("train", 0, 8), ("val", 1, 3), ("test", 2, 3)):
-        faces = synthetic_faceset(per_class=per_class, seed=seed)
-        for i, (img, label) in enumerate(zip(faces.images, faces.labels)):
-            d = root / split / faces.classes[label]
-            d.mkdir(parents=True, exist_ok=True)
-            Image.fromarray(img).save(d / f"{i:04d}.png")
-    return root
+    return write_synthetic_splits(tmp_path_factory.mktemp("budget-splits"), {"train": 8, "val": 3, "test": 3})
 
 
 def _cfg(data: Path, out: Path, **extra) -> TrainConfig:

@@ -27,7 +27,7 @@ from fer_edge.train.models import MODELS, create_model, set_trainable  # noqa: E
 from fer_edge.train.sampling import epoch_indices  # noqa: E402
 from fer_edge.train.tta import predict_tta  # noqa: E402
 
-from conftest import REPO, synthetic_faceset  # noqa: E402
+from conftest import REPO, synthetic_faceset, write_synthetic_splits  # noqa: E402
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -41,16 +41,7 @@ def one_torch_thread():
 @pytest.fixture(scope="module")
 def split_folder(tmp_path_factory) -> Path:
     """Synthetic faces as an ImageFolder tree with train/, val/ and test/ splits."""
-    from PIL import Image
-
-    root = tmp_path_factory.mktemp("synthetic-splits")
-    for split, seed, per_class in (("train", 0, 10), ("val", 1, 4), ("test", 2, 4)):
-        faces = synthetic_faceset(per_class=per_class, seed=seed)
-        for i, (img, label) in enumerate(zip(faces.images, faces.labels)):
-            d = root / split / faces.classes[label]
-            d.mkdir(parents=True, exist_ok=True)
-            Image.fromarray(img).save(d / f"{i:04d}.png")
-    return root
+    return write_synthetic_splits(tmp_path_factory.mktemp("synthetic-splits"), {"train": 10, "val": 4, "test": 4})
 
 
 # Horizontal flips would mirror the synthetic bars into other classes' angles.
