@@ -17,6 +17,10 @@ from conftest import synthetic_faceset  # noqa: E402
 PARAMS = {
     "tiny_fer": 455_695,
     "nano_fer": 132_471,
+    "nano_fer_d": 317_175,
+    "nano_fer_m": 295_855,
+    "nano_fer_l": 524_007,
+    "nano_fer_md": 711_151,
     "mobile_fer": 775_431,
     "dao_le_ir": 771_559,
     "vgg_fer": 5_081_927,
@@ -125,6 +129,20 @@ def test_tiny_fer_keys_unchanged():
     assert len(lines) == 116 and lines[0] == "features.0.0.weight:(24, 1, 3, 3)"
     digest = hashlib.sha256("\n".join(lines).encode()).hexdigest()
     assert digest == "d6278892ceff7ac7043610023909be00cab3c1711f08b29e00b8c8ddd35b6bc3"
+
+
+@pytest.mark.parametrize("name, n, digest", [
+    ("nano_fer", 32, "c6177d857358bad8c75a646aec5452981b5e61825c5e1e11b17e3d4c9be21a9e"),
+    ("nano_fer_d", 44, "68eca648463c677ac519237a0eb76a4c8775f132fc1835a36a7273eb67d2be91"),
+])
+def test_packaged_edge_layouts_unchanged(name, n, digest):
+    """`nano` and `tiny` ship these layouts (the H200 checkpoints' `key:shape` lines): the shared
+    builder `_nano` must keep their keys."""
+    import hashlib
+
+    lines = [f"{k}:{tuple(v.shape)}" for k, v in create_model(name).state_dict().items()]
+    assert len(lines) == n and lines[0] == "features.0.0.weight:(16, 1, 3, 3)"
+    assert hashlib.sha256("\n".join(lines).encode()).hexdigest() == digest
 
 
 # --------------------------------------------------------------------------- torchvision layout

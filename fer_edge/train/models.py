@@ -7,7 +7,12 @@ multiply-accumulates of the conv and linear layers for one 48x48 crop (counted w
 
 | name | params | MMAC | embedding | from |
 |---|---|---|---|---|
-| `tiny_fer` | 455,695 | 40 | 256 | the shipped edge default (do not change: a bundle depends on its keys) |
+| `tiny_fer` | 455,695 | 40 | 256 | the first (CPU-trained) edge default (do not change its keys: bundles depend on them) |
+| `nano_fer` | 132,471 | 9 | 256 | the fastest edge net, shipped as `nano` (plain 3x3 convs: see `nano_fer`) |
+| `nano_fer_d` | 317,175 | 20 | 256 | `nano_fer` + a 3x3 conv at 12x12 and 6x6; shipped as `tiny`, the default |
+| `nano_fer_m` | 295,855 | 21 | 384 | `nano_fer` at 1.5x the widths |
+| `nano_fer_l` | 524,007 | 37 | 512 | `nano_fer` at 2x the widths |
+| `nano_fer_md` | 711,151 | 45 | 384 | `nano_fer_m`, deep |
 | `mobile_fer` | 775,431 | 82 | 160 | sub-1M mobile net (MobileNetV2 blocks) |
 | `dao_le_ir` | 771,559 | 210 | 256 | Dao & Le 2021 compact net (paper: 784,263) |
 | `vgg_fer` | 5,081,927 | 469 | 512 | the 73.28 % VGG variant (Khaireddin & Chen 2021), as surveyed by Dao & Le |
