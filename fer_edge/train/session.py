@@ -40,6 +40,7 @@ class Session:
         self.deadline = self.t0 + minutes * 60
         self.budget = budget_mib * 2**20
         self.procs: dict[str, subprocess.Popen] = {}
+        self.logs: dict[str, Any] = {}
         self.specs: dict[str, dict[str, Any]] = {}
         self.small: dict[str, bytes] = {}
         self.summary: dict[str, Any] = {"started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "runs": {}}
@@ -57,7 +58,7 @@ class Session:
         run_dir.mkdir(parents=True, exist_ok=True)
         cmd = [sys.executable, "-m", "fer_edge.cli", "train", *spec["args"], "--out", str(run_dir),
                "--time-budget", f"{budget:.2f}"]
-        log = open(run_dir / "train.log", "w")
+        self.logs[name] = log = open(run_dir / "train.log", "w")
         self.procs[name] = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env={**os.environ,
                                             "PYTHONUNBUFFERED": "1"})
         self.specs[name] = spec
@@ -70,6 +71,7 @@ class Session:
         for name, p in list(self.procs.items()):
             if p.poll() is not None:
                 del self.procs[name]
+                self.logs.pop(name).close()
                 self.finish(name, p.returncode)
                 done.append(name)
         return done
