@@ -231,15 +231,10 @@ def _stages(rec):
     after the head, so each stage's row carries its share of the TTA cost."""
     if rec.tta == "none":
         return rec.preprocess, rec.backbone, rec.classify
-    from .tta import num_views, views
+    from .tta import mean_over_views, stacked_views
 
-    n_views = num_views(rec.tta)
-
-    def probs(out):
-        p = rec.classify(out)
-        return p.reshape(n_views, len(p) // n_views, -1).mean(axis=0)
-
-    return lambda crops: np.concatenate(views(rec.preprocess(crops), rec.tta)), rec.backbone, probs
+    return (lambda crops: stacked_views(rec.preprocess(crops), rec.tta), rec.backbone,
+            lambda out: mean_over_views(rec.classify(out), rec.tta))
 
 
 def _time_row(rec, crops: list[np.ndarray], runs: int, warmup: int) -> dict[str, list[float]]:

@@ -11,7 +11,7 @@ from .bundle import Bundle
 from .errors import BundleError, InputError
 from .calibration import apply_temperature, manifest_temperature
 from .preprocess import preprocess
-from .tta import check_mode, num_views, views
+from .tta import check_mode, mean_over_views, num_views, stacked_views
 from .types import Prediction
 
 MAX_CHUNK = 256  # bounds memory for very large predict_batch calls
@@ -121,8 +121,7 @@ class Recognizer:
             if n_views == 1:
                 parts.append(self.classify(self.backbone(chunk)))
             else:
-                probs = self.classify(self.backbone(np.concatenate(views(chunk, self.tta))))
-                parts.append(probs.reshape(n_views, len(chunk), -1).mean(axis=0))
+                parts.append(mean_over_views(self.classify(self.backbone(stacked_views(chunk, self.tta))), self.tta))
         return apply_temperature(np.concatenate(parts), self.temperature)
 
     def predict_proba(self, crops: Sequence[Any], *, names: Sequence[str] | None = None) -> np.ndarray:

@@ -50,5 +50,16 @@ def views(batch: np.ndarray, mode: str, crop: float = CROP) -> list[np.ndarray]:
     return out
 
 
+def stacked_views(batch: np.ndarray, mode: str) -> np.ndarray:
+    """The mode's views of a batch as one (views x N, 1, H, W) batch: one backend call for all."""
+    return np.concatenate(views(batch, mode))
+
+
+def mean_over_views(probs: np.ndarray, mode: str) -> np.ndarray:
+    """(views x N, C) probabilities of `stacked_views` -> (N, C), the views averaged."""
+    n_views = num_views(mode)
+    return probs.reshape(n_views, len(probs) // n_views, -1).mean(axis=0)
+
+
 def _flip(x: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(x[..., ::-1])
