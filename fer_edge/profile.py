@@ -228,13 +228,13 @@ def _recognizer(bundle, backend: str, precision: str, head: str, threads: int, t
 def _stages(rec):
     """The Recognizer's three public stages: crops -> batch -> outputs -> probabilities. With
     test-time augmentation the views are made in preprocessing, run as one batch and averaged
-    after the head, so each stage's row carries its share of the TTA cost."""
+    in the head stage, so each stage's row carries its share of the TTA cost."""
     if rec.tta == "none":
         return rec.preprocess, rec.backbone, rec.classify
-    from .tta import mean_over_views, stacked_views
+    from .tta import stacked_views
 
     return (lambda crops: stacked_views(rec.preprocess(crops), rec.tta), rec.backbone,
-            lambda out: mean_over_views(rec.classify(out), rec.tta))
+            lambda out: rec.classify(out, rec.tta))
 
 
 def _time_row(rec, crops: list[np.ndarray], runs: int, warmup: int) -> dict[str, list[float]]:

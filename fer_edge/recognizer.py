@@ -94,13 +94,22 @@ class Recognizer:
     def backbone(self, batch: np.ndarray) -> dict[str, np.ndarray]:
         """Stage 2: a preprocessed batch -> {"embedding": (N, F), "logits": (N, C)} from the backend
         (at most MAX_CHUNK crops per backend call)."""
+        if len(batch) <= MAX_CHUNK:
+            out = self._run(batch)
+            return {role: out[name] for role, name in self._outputs.items()}
         outs = [self._run(batch[i : i + MAX_CHUNK]) for i in range(0, len(batch), MAX_CHUNK)]
         return {role: (outs[0][name] if len(outs) == 1 else np.concatenate([o[name] for o in outs]))
                 for role, name in self._outputs.items()}
 
-    def classify(self, outputs: dict[str, np.ndarray]) -> np.ndarray:
-        """Stage 3: the backbone's outputs -> (N, num_classes) probabilities through `self.head`."""
-        probs = self.head(outputs["embedding"], outputs["logits"])
+    def classify(self, outputs: dict[str, np.ndarray], tta: str = "none") -> np.ndarray:
+        """Stage 3: the backbone's outputs -> (N, num_classes) probabilities through `self.head`, at
+        the Recognizer's temperature. With tta="flip"|"ten_crop" the outputs are those of
+        `stacked_views` (views x N rows): the views' probabilities are averaged, then calibrated."""
+        if num_views(tta) == 1:
+            probs = self.head.probabilities(outputs["embedding"], outputs["logits"], self.temperature)
+        else:
+            probs = apply_temperature(mean_over_views(self.head(outputs["embedding"], outputs["logits"]), tta),
+                                      self.temperature)
         if probs.shape[1:] != (len(self.labels),):
             raise BundleError(f"head {self.head.describe().get('name')!r} returned shape {probs.shape}; "
                               f"expected (N, {len(self.labels)})")
@@ -111,18 +120,15 @@ class Recognizer:
 
     def probabilities(self, batch: np.ndarray) -> np.ndarray:
         """Stages 2 and 3 on a preprocessed batch, with the Recognizer's test-time augmentation
-        (the views' probabilities averaged, a chunk's views in one backend call) and its
-        temperature: what predict_proba returns."""
-        n_views = num_views(self.tta)
-        step = max(1, MAX_CHUNK // n_views)
-        parts = []
-        for i in range(0, len(batch), step):
-            chunk = batch[i : i + step]
-            if n_views == 1:
-                parts.append(self.classify(self.backbone(chunk)))
-            else:
-                parts.append(mean_over_views(self.classify(self.backbone(stacked_views(chunk, self.tta))), self.tta))
-        return apply_temperature(np.concatenate(parts), self.temperature)
+        (a chunk's views in one backend call) and its temperature: what predict_proba returns."""
+        if self.tta == "none":
+            if len(batch) <= MAX_CHUNK:
+                return self.classify(self.backbone(batch))
+            return np.concatenate([self.classify(self.backbone(batch[i : i + MAX_CHUNK]))
+                                   for i in range(0, len(batch), MAX_CHUNK)])
+        step = max(1, MAX_CHUNK // num_views(self.tta))
+        return np.concatenate([self.classify(self.backbone(stacked_views(batch[i : i + step], self.tta)), self.tta)
+                               for i in range(0, len(batch), step)])
 
     def predict_proba(self, crops: Sequence[Any], *, names: Sequence[str] | None = None) -> np.ndarray:
         """(N, num_classes) probabilities for a list of crops (or an N x H x W[x C] uint8 array)."""
@@ -140,7 +146,9 @@ class Recognizer:
 
     def predict(self, crop: Any) -> Prediction:
         """One face crop: uint8 HxW gray, HxWx3 BGR or HxWx4 BGRA, 8 to 4096 px a side."""
-        return self.predict_batch([crop], names=["image"])[0]
+        probs = self.predict_proba([crop], names=("image",))[0]
+        best = int(probs.argmax())
+        return Prediction(self.labels[best], float(probs[best]), probs, self.labels)
 
     __call__ = predict
 

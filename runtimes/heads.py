@@ -19,6 +19,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from ..calibration import apply_temperature
 from ..errors import BundleError, FerEdgeError, InputError
 from ..probabilities import softmax
 from .head_build import ABI, build_library, cached_library, platform_tag
@@ -71,8 +72,23 @@ class Head(abc.ABC):
     @abc.abstractmethod
     def __call__(self, embedding: np.ndarray | None, logits: np.ndarray | None = None) -> np.ndarray: ...
 
+    def probabilities(self, embedding: np.ndarray | None, logits: np.ndarray | None = None,
+                      temperature: float = 1.0) -> np.ndarray:
+        """The head's probabilities at a temperature: softmax(log p / T) (fer_edge.calibration).
+        Heads that compute scores override it with softmax(scores / T), the same up to rounding
+        and one pass of numpy cheaper on the one-crop path."""
+        return apply_temperature(self(embedding, logits), temperature)
+
     @abc.abstractmethod
     def describe(self) -> dict[str, Any]: ...
+
+
+def _softmax_at(scores: np.ndarray, temperature: float) -> np.ndarray:
+    if temperature == 1.0:
+        return softmax(scores)
+    if not (np.isfinite(temperature) and temperature > 0):
+        raise InputError(f"temperature must be positive and finite, got {temperature!r}")
+    return softmax(scores / np.float32(temperature))
 
 
 HEADS: dict[str, type[Head]] = {}
@@ -116,6 +132,10 @@ class InGraphHead(Head):
     def __call__(self, embedding: np.ndarray | None, logits: np.ndarray | None = None) -> np.ndarray:
         return softmax(_matrix(logits, self.num_classes, "logits"))
 
+    def probabilities(self, embedding: np.ndarray | None, logits: np.ndarray | None = None,
+                      temperature: float = 1.0) -> np.ndarray:
+        return _softmax_at(_matrix(logits, self.num_classes, "logits"), temperature)
+
     def describe(self) -> dict[str, Any]:
         return {"kind": self.kind, "name": "in_graph", "num_classes": self.num_classes}
 
@@ -154,8 +174,12 @@ class LinearHead(Head):
         return cls(weight, bias, name=name)
 
     def __call__(self, embedding: np.ndarray | None, logits: np.ndarray | None = None) -> np.ndarray:
+        return self.probabilities(embedding)
+
+    def probabilities(self, embedding: np.ndarray | None, logits: np.ndarray | None = None,
+                      temperature: float = 1.0) -> np.ndarray:
         x = _matrix(embedding, self.num_features, "embedding")
-        return softmax(x @ self.weight_t + self.bias)
+        return _softmax_at(x @ self.weight_t + self.bias, temperature)
 
     def describe(self) -> dict[str, Any]:
         return {"kind": self.kind, "name": self.name, "num_features": self.num_features,

@@ -63,3 +63,34 @@ def test_temperature_round_trip_fitted_stored_applied(tiny_bundle, faces):
     assert (got.argmax(1) == base.argmax(1)).all()
     # The same T refitted from the raw val outputs (here: the synthetic val set) agrees.
     assert fit_temperature(base, faces.labels) == pytest.approx(entry["value"], rel=1e-3)
+
+
+def test_heads_apply_the_temperature_to_their_scores():
+    """Heads with scores fold T into their softmax (softmax(z / T)); any other head gets the generic
+    softmax(log p / T); both equal apply_temperature of the uncalibrated probabilities."""
+    from fer_edge.runtimes.heads import Head, InGraphHead, LinearHead
+
+    rng = np.random.default_rng(0)
+    emb, logits = rng.normal(size=(5, 4)).astype(np.float32), rng.normal(size=(5, 7)).astype(np.float32) * 3
+
+    class Fixed(Head):  # a third-party head that only returns probabilities
+        kind, num_classes = "fixed", 7
+
+        @classmethod
+        def from_manifest(cls, bundle, name, entry, *, threads=None):
+            return cls()
+
+        def __call__(self, embedding, logits=None):
+            return _softmax(logits)
+
+        def describe(self):
+            return {"kind": self.kind, "name": "fixed"}
+
+    heads = [InGraphHead(7), LinearHead(rng.normal(size=(7, 4)), rng.normal(size=7)), Fixed()]
+    for head in heads:
+        for t in (0.5, 1.0, 1.7):
+            np.testing.assert_allclose(head.probabilities(emb, logits, t), apply_temperature(head(emb, logits), t),
+                                       atol=1e-6)
+        assert head.probabilities(emb, logits, 1.0).dtype == np.float32
+        with pytest.raises(fer_edge.InputError, match="temperature"):
+            head.probabilities(emb, logits, -1.0)

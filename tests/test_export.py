@@ -204,6 +204,46 @@ def test_onnx2int8_agrees_with_fp32(trained, fp32_onnx, tmp_path):
         onnx2int8(fp32_onnx, tmp_path / "bad.onnx", x[:, 0])
 
 
+def _conv_weight_kinds(path) -> list[str]:
+    """Per Conv node in graph order: 'int8' when its weight comes through a DequantizeLinear of an
+    integer initializer, 'fp32' when it is a float initializer."""
+    import onnx
+
+    proto = onnx.load(str(path))
+    inits = {i.name: i for i in proto.graph.initializer}
+    dq = {n.output[0]: n.input[0] for n in proto.graph.node if n.op_type == "DequantizeLinear"}
+    kinds = []
+    for node in proto.graph.node:
+        if node.op_type == "Conv":
+            w = node.input[1]
+            if w in dq and inits[dq[w]].data_type == onnx.TensorProto.INT8:
+                kinds.append("int8")
+            elif w in inits and inits[w].data_type == onnx.TensorProto.FLOAT:
+                kinds.append("fp32")
+            else:
+                kinds.append("?")
+    return kinds
+
+
+def test_onnx2int8_keeps_the_thin_stem_fp32(trained, fp32_onnx, tmp_path):
+    """The 1-channel stem stays FP32 for ONNX Runtime (slow as QLinearConv); every other conv is
+    INT8; the TensorRT flavour quantizes the stem too."""
+    import onnx
+
+    from fer_edge.export import onnx2int8
+    from fer_edge.export.onnx2int8 import thin_input_convs
+    from fer_edge.export.torch2onnx import metadata_of
+
+    _, _, val = trained
+    x = preprocess(val.images, SPEC)
+    fp32_convs = thin_input_convs(onnx.load(str(fp32_onnx)))
+    assert len(fp32_convs) == 1  # the stem: the test net reads one gray channel
+    kinds = _conv_weight_kinds(onnx2int8(fp32_onnx, tmp_path / "ort.onnx", x))
+    assert kinds[0] == "fp32" and kinds[1:] and set(kinds[1:]) == {"int8"}
+    assert "1 thin-input conv(s) kept FP32" in metadata_of(tmp_path / "ort.onnx")["quantization"]
+    assert set(_conv_weight_kinds(onnx2int8(fp32_onnx, tmp_path / "trt.onnx", x, symmetric=True))) == {"int8"}
+
+
 @needs_openvino
 @pytest.mark.openvino
 def test_onnx2openvino_parity(fp32_onnx, trained, tmp_path):
