@@ -14,12 +14,17 @@ from ..errors import ExportError
 from .torch2onnx import INPUT, metadata_of, stamp
 
 CALIB_BATCH = 32
-# A convolution reading fewer channels than this stays FP32 in the ONNX Runtime flavour. A grayscale
-# net's stem (1 input channel) is ~1 % of the MACs, but ORT's QLinearConv spends as long on it as on a
-# 5-MMAC layer (im2col over 9-element rows), while its FP32 kernel takes a fraction of that; keeping
-# it FP32 cut 10-11 us of the 75-110 us INT8 backbones of `nano` and `tiny` on one x86 core and raised
-# top-1 agreement with FP32 (docs/benchmarks.md, "INT8 stem").
-THIN_INPUT_CHANNELS = 4
+# The stem (a convolution reading the graph's input) stays FP32 in the ONNX Runtime flavour when it
+# reads fewer than STEM_FP32_CHANNELS channels and writes at most STEM_FP32_MAX_OUTPUT values per
+# image. A grayscale stem is ~1 % of a net's MACs, but ORT's QLinearConv spends as long on one input
+# channel as on a 5-MMAC layer (im2col over 9-element rows), while the FP32 kernel takes a fraction
+# of that; past a certain output size, quantizing that output costs more than the conv saves.
+# Measured by benchmarks/arch_latency.py on one x86 core (docs/benchmarks.md, "INT8 stem"): FP32 won
+# for the nano family (9-14k values out: 63-172 us backbones, 8-12 us less) and tiny_fer (55k out,
+# 14 us less), and lost for vgg_fer (147k out: 1.70 -> 1.80 ms). FP32 stems also agreed better
+# with the FP32 model (top-1 on val: tiny 98.05 -> 98.50 %).
+STEM_FP32_CHANNELS = 4
+STEM_FP32_MAX_OUTPUT = 65536
 
 
 def check_calib(calib: np.ndarray) -> np.ndarray:
@@ -31,25 +36,33 @@ def check_calib(calib: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(calib, dtype=np.float32)
 
 
-def thin_input_convs(model) -> list[str]:
-    """Names of the Conv nodes of an ONNX ModelProto that read fewer than THIN_INPUT_CHANNELS
-    channels (input channels = weight.dims[1] x group)."""
+def fp32_stem(model) -> list[str]:
+    """The names of the Conv nodes of an ONNX ModelProto that read the graph input with fewer than
+    STEM_FP32_CHANNELS channels and output at most STEM_FP32_MAX_OUTPUT values per image."""
     weights = {i.name: list(i.dims) for i in model.graph.initializer}
+    inputs = {i.name: [d.dim_value for d in i.type.tensor_type.shape.dim] for i in model.graph.input}
     names = []
     for node in model.graph.node:
-        if node.op_type != "Conv" or len(node.input) < 2 or node.input[1] not in weights:
+        if node.op_type != "Conv" or len(node.input) < 2 or node.input[0] not in inputs or node.input[1] not in weights:
             continue
-        group = next((a.i for a in node.attribute if a.name == "group"), 1) or 1
-        if weights[node.input[1]][1] * group < THIN_INPUT_CHANNELS:
+        attrs = {a.name: a for a in node.attribute}
+        group = attrs["group"].i if "group" in attrs else 1
+        strides = list(attrs["strides"].ints) if "strides" in attrs else [1, 1]
+        out_c, in_c = weights[node.input[1]][0], weights[node.input[1]][1] * group
+        h, w = inputs[node.input[0]][2:4]
+        if not (h and w):  # dynamic spatial size: the output's size is unknown, leave it INT8
+            continue
+        out_values = out_c * -(-h // strides[0]) * -(-w // strides[-1])
+        if in_c < STEM_FP32_CHANNELS and out_values <= STEM_FP32_MAX_OUTPUT:
             if not node.name:
-                raise ExportError("a thin-input Conv node has no name, so it cannot be kept FP32; name the "
-                                  "graph's nodes (torch.onnx.export does)")
+                raise ExportError("the stem Conv node has no name, so it cannot be kept FP32; name the graph's "
+                                  "nodes (torch.onnx.export does)")
             names.append(node.name)
     return names
 
 
 def onnx2int8(src: str | os.PathLike, dst: str | os.PathLike, calib: np.ndarray, *,
-              symmetric: bool = False) -> Path:
+              symmetric: bool = False, fp32_stem_rule: bool = True) -> Path:
     """Quantize `src` with the preprocessed batch `calib` (float32 (N, 1, H, W)) into `dst`.
 
     QDQ format, per-channel QInt8 weights, QUInt8 activations, reduce_range=True: on x86 CPUs
@@ -58,9 +71,10 @@ def onnx2int8(src: str | os.PathLike, dst: str | os.PathLike, calib: np.ndarray,
     `symmetric=True` makes the flavour TensorRT takes instead (signed INT8 activations and weights,
     zero points 0: TensorRT's explicit quantization accepts nothing else); it is the source of
     TensorRT INT8 engines, not meant for ONNX Runtime on x86.
-    In the ONNX Runtime flavour, convolutions reading fewer than THIN_INPUT_CHANNELS channels (the
-    stem) stay FP32: faster and more faithful on ORT's CPU kernels. The TensorRT flavour quantizes
-    every layer it can, as before (its kernels are another matter, not measured here).
+    In the ONNX Runtime flavour a thin stem with a small output stays FP32 (`fp32_stem`): faster and
+    more faithful on ORT's CPU kernels (`fp32_stem_rule=False` quantizes it too, for comparison:
+    benchmarks/arch_latency.py). The TensorRT flavour quantizes every layer
+    it can (its kernels are another matter, not measured here).
     The source's metadata_props are carried over.
     """
     import onnx
@@ -86,7 +100,7 @@ def onnx2int8(src: str | os.PathLike, dst: str | os.PathLike, calib: np.ndarray,
             pre = Path(work) / "pre.onnx"
             # Shape inference and graph fusion first, as ORT recommends for static quantization.
             quant_pre_process(str(src), str(pre))
-            fp32_nodes = [] if symmetric else thin_input_convs(onnx.load(str(pre)))
+            fp32_nodes = fp32_stem(onnx.load(str(pre))) if fp32_stem_rule and not symmetric else []
             flavour = (dict(reduce_range=False, activation_type=QuantType.QInt8,
                             extra_options={"ActivationSymmetric": True, "WeightSymmetric": True})
                        if symmetric else dict(reduce_range=True, activation_type=QuantType.QUInt8,
@@ -96,7 +110,7 @@ def onnx2int8(src: str | os.PathLike, dst: str | os.PathLike, calib: np.ndarray,
         proto = onnx.load(str(dst))
         how = ("symmetric S8 activations / S8 weights (TensorRT)" if symmetric
                else "U8 activations / S8 weights, reduce_range"
-               + (f", {len(fp32_nodes)} thin-input conv(s) kept FP32" if fp32_nodes else ""))
+               + (", the stem kept FP32" if fp32_nodes else ""))
         stamp(proto, {**metadata_of(src), "precision": "int8",
                       "quantization": f"onnxruntime static QDQ, per-channel, {how}, {len(calib)} calibration inputs"})
         onnx.save(proto, str(dst))

@@ -125,7 +125,7 @@ def test_session_runs_a_teacher_then_its_student_and_packs_both(splits, tmp_path
     from fer_edge.train import session
 
     runs, out = tmp_path / "runs", tmp_path / "out"
-    common = ["--data", str(splits), "--epochs", "1", "--batch-size", "14", "--threads", "1", "--device", "cpu"]
+    common = ["--data", str(splits), "--epochs", "1", "--batch-size", "14"]
     plan = {"phases": [
         {"runs": [{"name": "teacher", "args": ["--arch", "nano_fer", *common], "bring": "fp32"}]},
         {"after": ["teacher"], "runs": [
@@ -137,7 +137,8 @@ def test_session_runs_a_teacher_then_its_student_and_packs_both(splits, tmp_path
     env_path = os.environ.get("PYTHONPATH")
     os.environ["PYTHONPATH"] = str(REPO) + (os.pathsep + env_path if env_path else "")
     try:
-        assert session.main([str(plan_path), "--out", str(out), "--minutes", "5", "--runs", str(runs)]) == 0
+        assert session.main([str(plan_path), "--out", str(out), "--minutes", "5", "--runs", str(runs),
+                             "--extra", "--threads 1 --device cpu"]) == 0
     finally:
         if env_path is None:
             os.environ.pop("PYTHONPATH")
@@ -153,3 +154,47 @@ def test_session_runs_a_teacher_then_its_student_and_packs_both(splits, tmp_path
     assert "metrics-only/best.pt" not in names
     assert student["model"]["classifier.1.weight"].dtype == torch.float16 and "float16" in student["weights_stored_as"]
     assert "--teacher" in student["command"]
+    assert all("--threads 1 --device cpu --out" in r["command"] for r in summary["runs"].values())
+
+
+def test_session_refuses_a_plan_that_cannot_run_before_starting(tmp_path, capsys):
+    from fer_edge.train.session import PlanError, check_plan, main
+
+    runs = tmp_path / "runs"
+    ok = {"phases": [{"runs": [{"name": "t", "args": []}]},
+                     {"after": ["t"], "runs": [{"name": "s", "args": ["--teacher", str(runs / "t" / "best.pt")]}]}]}
+    check_plan(ok, runs)
+    bad = [
+        ({"phases": []}, "at least one phase"),
+        ({"phases": [{"runs": [{"name": "a", "args": []}, {"name": "a", "args": []}]}]}, "used twice"),
+        ({"phases": [{"after": ["x"], "runs": [{"name": "a", "args": []}]}]}, "no earlier phase runs"),
+        ({"phases": [{"runs": [{"name": "a", "args": [], "bring": "fp8"}]}]}, "bring must be one of"),
+        ({"phases": [{"runs": [{"name": "a", "args": "--epochs 2"}]}]}, "list of strings"),
+        ({"phases": [{"runs": [{"name": "a", "args": [], "minutes": 0}]}]}, "minutes must be"),
+        # The student waits for nothing: the teacher would not exist when it starts.
+        ({"phases": [{"runs": [{"name": "t", "args": []},
+                               {"name": "s", "args": ["--teacher", str(runs / "t" / "best.pt")]}]}]}, "neither a file"),
+    ]
+    for plan, message in bad:
+        with pytest.raises(PlanError, match=message):
+            check_plan(plan, runs)
+    path = tmp_path / "plan.json"
+    path.write_text(json.dumps(bad[2][0]))
+    assert main([str(path), "--out", str(tmp_path / "out"), "--runs", str(runs)]) == 2
+    assert "no earlier phase runs" in capsys.readouterr().err and not (tmp_path / "out").exists()
+    path.write_text(json.dumps(ok))
+    assert main([str(path), "--out", str(tmp_path / "out"), "--runs", str(runs), "--check"]) == 0
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("plan", sorted((REPO / "fer_edge" / "train" / "plans").glob("*.json")), ids=lambda p: p.stem)
+def test_committed_plans_are_valid(plan):
+    """Every committed plan passes the check; a plan that reuses an earlier call's teacher (call 2
+    on the machine still warm) passes once that teacher is there, and names it."""
+    from fer_edge.train.session import PlanError, check_plan
+
+    data = json.loads(plan.read_text())
+    try:
+        check_plan(data, Path("runs/session"))
+    except PlanError as e:
+        assert "teacher" in str(e) and "warm" in data["description"]

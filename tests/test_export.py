@@ -225,23 +225,48 @@ def _conv_weight_kinds(path) -> list[str]:
     return kinds
 
 
-def test_onnx2int8_keeps_the_thin_stem_fp32(trained, fp32_onnx, tmp_path):
-    """The 1-channel stem stays FP32 for ONNX Runtime (slow as QLinearConv); every other conv is
-    INT8; the TensorRT flavour quantizes the stem too."""
-    import onnx
-
+def test_onnx2int8_keeps_a_thin_small_stem_fp32(trained, fp32_onnx, tmp_path):
+    """tiny_fer's 1-channel stem (24 x 48 x 48 values out) stays FP32 for ONNX Runtime; every other
+    conv is INT8; the TensorRT flavour, and fp32_stem_rule=False, quantize the stem too."""
     from fer_edge.export import onnx2int8
-    from fer_edge.export.onnx2int8 import thin_input_convs
     from fer_edge.export.torch2onnx import metadata_of
 
     _, _, val = trained
     x = preprocess(val.images, SPEC)
-    fp32_convs = thin_input_convs(onnx.load(str(fp32_onnx)))
-    assert len(fp32_convs) == 1  # the stem: the test net reads one gray channel
     kinds = _conv_weight_kinds(onnx2int8(fp32_onnx, tmp_path / "ort.onnx", x))
     assert kinds[0] == "fp32" and kinds[1:] and set(kinds[1:]) == {"int8"}
-    assert "1 thin-input conv(s) kept FP32" in metadata_of(tmp_path / "ort.onnx")["quantization"]
+    assert "the stem kept FP32" in metadata_of(tmp_path / "ort.onnx")["quantization"]
+    assert set(_conv_weight_kinds(onnx2int8(fp32_onnx, tmp_path / "all.onnx", x, fp32_stem_rule=False))) == {"int8"}
     assert set(_conv_weight_kinds(onnx2int8(fp32_onnx, tmp_path / "trt.onnx", x, symmetric=True))) == {"int8"}
+    logits, _ = ort_run(tmp_path / "ort.onnx", x)
+    assert np.mean(logits.argmax(1) == ort_run(fp32_onnx, x)[0].argmax(1)) >= 0.9
+
+
+def test_fp32_stem_rule_reads_channels_and_output_size():
+    """Only a conv on the graph input with < 4 channels and <= 64k output values per image: the
+    nano family's strided stem and tiny_fer's yes, vgg_fer's (64 x 48 x 48) no."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from fer_edge.export.onnx2int8 import fp32_stem
+
+    def graph(out_c: int, stride: int, in_c: int = 1, second: bool = False):
+        w = numpy_helper.from_array(np.zeros((out_c, in_c, 3, 3), np.float32), "w")
+        nodes = [helper.make_node("Conv", ["input", "w"], ["y"], name="stem", strides=[stride, stride], pads=[1] * 4)]
+        inits = [w]
+        if second:  # a thin conv that does not read the input is not a stem
+            inits.append(numpy_helper.from_array(np.zeros((8, out_c, 3, 3), np.float32), "w2"))
+            nodes.append(helper.make_node("Conv", ["y", "w2"], ["z"], name="next", pads=[1] * 4))
+        inp = helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", in_c, 48, 48])
+        out = helper.make_tensor_value_info("z" if second else "y", TensorProto.FLOAT, ["N", 8 if second else out_c, None, None])
+        return helper.make_model(helper.make_graph(nodes, "g", [inp], [out], inits))
+
+    assert fp32_stem(graph(16, 2)) == ["stem"]  # nano_fer: 16 x 24 x 24
+    assert fp32_stem(graph(24, 1)) == ["stem"]  # tiny_fer: 24 x 48 x 48 = 55,296
+    assert fp32_stem(graph(64, 1)) == []  # vgg_fer: 147,456 values to quantize
+    assert fp32_stem(graph(16, 2, in_c=3)) == ["stem"] and fp32_stem(graph(16, 2, in_c=4)) == []
+    assert fp32_stem(graph(16, 2, second=True)) == ["stem"]
+    onnx.checker.check_model(graph(16, 2, second=True))
 
 
 @needs_openvino

@@ -13,6 +13,9 @@ PLAN.json: {"data_archive": ".data/fer2013.tar.xz",
                                                "minutes": 4.7, "bring": "fp32"}]}, ...]}
 `minutes` is the run's budget (default: until the deadline); `bring` is fp32 (best.pt as is),
 fp16 (weights halved, for nets too large to return whole) or none (metrics and logs only).
+The plan is checked before anything starts (`check_plan`: names, phases, teachers), and
+`--check` only checks it. `--extra "..."` appends arguments to every run: the same plan as a CPU
+smoke test on a slice (`--extra "--limit-per-class 20 --epochs 2 --device cpu"`) before GPU time.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import argparse
 import io
 import json
 import os
+import shlex
 import subprocess
 import sys
 import tarfile
@@ -33,9 +37,57 @@ SMALL = 4 * 2**20  # weights up to this size travel inside results.tar
 RESERVE_MIN = 0.4  # after the last run: packing and copying
 
 
+BRING = ("fp32", "fp16", "none")
+
+
+class PlanError(ValueError):
+    """A plan that would waste device time: says which run and what is wrong."""
+
+
+def check_plan(plan: Any, runs_dir: Path) -> None:
+    """Refuse, before any GPU time is spent, a plan whose runs cannot all start: a run without a
+    name or args, a duplicate name, an unknown `bring`, a phase waiting for a run of no earlier
+    phase, or a `--teacher` that is neither a file here nor the best.pt of a run its phase waits for."""
+    if not isinstance(plan, dict) or not isinstance(plan.get("phases"), list) or not plan["phases"]:
+        raise PlanError("a plan is {\"phases\": [{\"runs\": [...]}, ...]} with at least one phase")
+    seen: set[str] = set()
+    for i, phase in enumerate(plan["phases"]):
+        waits = phase.get("after", [])
+        unknown = [n for n in waits if n not in seen]
+        if unknown:
+            raise PlanError(f"phase {i} waits for {unknown}, which no earlier phase runs (earlier runs: {sorted(seen)})")
+        runs, phase_names = phase.get("runs"), set()
+        if not isinstance(runs, list) or not runs:
+            raise PlanError(f"phase {i} has no runs")
+        for spec in runs:
+            name, args = spec.get("name"), spec.get("args")
+            if not isinstance(name, str) or not name or "/" in name:
+                raise PlanError(f"phase {i}: a run needs a plain name, got {name!r}")
+            if name in seen or name in phase_names:
+                raise PlanError(f"run name {name!r} is used twice")
+            phase_names.add(name)
+            if not isinstance(args, list) or not all(isinstance(a, str) for a in args):
+                raise PlanError(f"run {name!r}: args must be a list of strings")
+            if spec.get("bring", "none") not in BRING:
+                raise PlanError(f"run {name!r}: bring must be one of {BRING}, got {spec.get('bring')!r}")
+            if "minutes" in spec and not (isinstance(spec["minutes"], (int, float)) and spec["minutes"] > 0):
+                raise PlanError(f"run {name!r}: minutes must be a positive number, got {spec['minutes']!r}")
+            if "--teacher" in args:
+                teachers = args[args.index("--teacher") + 1].split(",") if args.index("--teacher") + 1 < len(args) else []
+                made = {str(runs_dir / w / "best.pt") for w in waits}
+                missing = [t for t in teachers if t not in made and not Path(t).is_file()]
+                if not teachers or missing:
+                    raise PlanError(f"run {name!r}: teacher {missing or '(none given)'} is neither a file here nor the "
+                                    f"best.pt of a run its phase waits for ({sorted(made) or 'none'}); "
+                                    f"runs write under {runs_dir}")
+        seen |= phase_names
+
+
 class Session:
-    def __init__(self, plan: dict[str, Any], out: Path, minutes: float, runs_dir: Path, budget_mib: float):
+    def __init__(self, plan: dict[str, Any], out: Path, minutes: float, runs_dir: Path, budget_mib: float,
+                 extra: list[str] | None = None):
         self.plan, self.out, self.runs_dir = plan, out, runs_dir
+        self.extra = list(extra or [])
         self.t0 = time.time()
         self.deadline = self.t0 + minutes * 60
         self.budget = budget_mib * 2**20
@@ -56,7 +108,7 @@ class Session:
             return
         run_dir = self.runs_dir / name
         run_dir.mkdir(parents=True, exist_ok=True)
-        cmd = [sys.executable, "-m", "fer_edge.cli", "train", *spec["args"], "--out", str(run_dir),
+        cmd = [sys.executable, "-m", "fer_edge.cli", "train", *spec["args"], *self.extra, "--out", str(run_dir),
                "--time-budget", f"{budget:.2f}"]
         self.logs[name] = log = open(run_dir / "train.log", "w")
         self.procs[name] = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env={**os.environ,
@@ -161,8 +213,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--minutes", type=float, default=8.8, help="deadline for everything, from now")
     ap.add_argument("--runs", default="runs/session", help="where the runs write")
     ap.add_argument("--budget-mib", type=float, default=60.0, help="total size of the returned files")
+    ap.add_argument("--extra", default="", help="arguments appended to every run's (a CPU smoke test on a slice)")
+    ap.add_argument("--check", action="store_true", help="check the plan and exit")
     args = ap.parse_args(argv)
-    plan = json.loads(Path(args.plan).read_text())
+    try:
+        plan = json.loads(Path(args.plan).read_text())
+        check_plan(plan, Path(args.runs))
+    except (OSError, ValueError) as e:  # PlanError and json.JSONDecodeError are ValueErrors
+        print(f"plan {args.plan}: {e}", file=sys.stderr)
+        return 2
+    if args.check:
+        print(f"plan {args.plan}: {sum(len(p['runs']) for p in plan['phases'])} runs in {len(plan['phases'])} phases, ok")
+        return 0
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     t = time.time()
@@ -170,7 +232,8 @@ def main(argv: list[str] | None = None) -> int:
     if archive and Path(archive).is_file():
         subprocess.run(["tar", "-C", str(Path(archive).parent), "-xJf", archive], check=True)
         print(f"unpacked {archive} in {time.time() - t:.1f} s", flush=True)
-    session = Session(plan, out, args.minutes - (time.time() - t) / 60, Path(args.runs), args.budget_mib)
+    session = Session(plan, out, args.minutes - (time.time() - t) / 60, Path(args.runs), args.budget_mib,
+                      shlex.split(args.extra))
     session.run()
     print(json.dumps(session.summary, indent=1))
     return 0
