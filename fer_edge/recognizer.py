@@ -105,7 +105,7 @@ class Recognizer:
         """Stage 3: the backbone's outputs -> (N, num_classes) probabilities through `self.head`, at
         the Recognizer's temperature. With tta="flip"|"ten_crop" the outputs are those of
         `stacked_views` (views x N rows): the views' probabilities are averaged, then calibrated."""
-        if num_views(tta) == 1:
+        if tta == "none" or num_views(tta) == 1:
             probs = self.head.probabilities(outputs["embedding"], outputs["logits"], self.temperature)
         else:
             probs = apply_temperature(mean_over_views(self.head(outputs["embedding"], outputs["logits"]), tta),
