@@ -89,7 +89,17 @@ def test_a_time_scheduled_run_anneals_to_zero_and_says_why_it_stopped(splits, tm
     assert "schedule complete" in result["stopped"]
     rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
     assert rows[-1]["lr"] < 0.05 * 0.2 and len(rows) < 1000
-    assert set(json.loads((out / "test.json").read_text())["results"]) == {"none", "flip"}
+    test = json.loads((out / "test.json").read_text())
+    assert set(test["results"]) == {"none", "flip"} and test["n"] == 7 * 3 and test["limit_per_class"] is None
+
+
+def test_a_quick_check_on_a_slice_tests_on_the_same_slice(splits, tmp_path):
+    """--limit-per-class slices test/ as it slices train/ and val/ (a CPU smoke test of a GPU plan
+    must not spend minutes on the full test split), and test.json says it was a slice."""
+    out = tmp_path / "run"
+    train(_cfg(splits, out, epochs=1, limit_per_class=2, test_at_end=True, tta="none"), log=lambda *_: None)
+    test = json.loads((out / "test.json").read_text())
+    assert test["n"] == 7 * 2 and test["limit_per_class"] == 2
 
 
 def test_schedule_by_time_and_ema_are_checked():
@@ -130,7 +140,7 @@ def test_session_runs_a_teacher_then_its_student_and_packs_both(splits, tmp_path
         {"runs": [{"name": "teacher", "args": ["--arch", "nano_fer", *common], "bring": "fp32"}]},
         {"after": ["teacher"], "runs": [
             {"name": "student", "args": ["--arch", "nano_fer", "--loss", "distill", "--teacher",
-                                         str(runs / "teacher" / "best.pt"), *common], "bring": "fp16"},
+                                         "{runs}/teacher/best.pt", *common], "bring": "fp16"},
             {"name": "metrics-only", "args": ["--arch", "nano_fer", *common], "bring": "none"}]}]}
     plan_path = tmp_path / "plan.json"
     plan_path.write_text(json.dumps(plan))
@@ -154,6 +164,7 @@ def test_session_runs_a_teacher_then_its_student_and_packs_both(splits, tmp_path
     assert "metrics-only/best.pt" not in names
     assert student["model"]["classifier.1.weight"].dtype == torch.float16 and "float16" in student["weights_stored_as"]
     assert "--teacher" in student["command"]
+    assert f"--teacher {runs / 'teacher' / 'best.pt'}" in summary["runs"]["student"]["command"]
     assert all("--threads 1 --device cpu --out" in r["command"] for r in summary["runs"].values())
 
 

@@ -502,12 +502,13 @@ def _stop_reason(cfg: TrainConfig, row: dict, stale: int, epoch_seconds: list[fl
 
 
 def _final_test(cfg: TrainConfig, device: torch.device, amp: bool, log, reference=None) -> dict[str, Any]:
-    """best.pt on the test split, plain and with the configured TTA, into OUT/test.json."""
+    """best.pt on the test split, plain and with the configured TTA, into OUT/test.json. A quick
+    check on a slice (limit_per_class) tests on the same slice of test/, and test.json says so."""
     root = Path(cfg.data)
     if root.suffix.lower() != ".csv" and not (root / "test").is_dir():
         log(f"test_at_end: {root} has no test/ split; skipped")
         return {}
-    test_set = load_dataset(cfg.data, "test", size=(cfg.size, cfg.size))
+    test_set = load_dataset(cfg.data, "test", size=(cfg.size, cfg.size), limit_per_class=cfg.limit_per_class)
     best = torch.load(Path(cfg.out) / "best.pt", map_location="cpu", weights_only=True)
     model = create_model(cfg.arch, len(EMOTIONS)).to(device)
     model.load_state_dict(best["model"])
@@ -520,5 +521,7 @@ def _final_test(cfg: TrainConfig, device: torch.device, amp: bool, log, referenc
         results[mode] = r
         log(f"test ({len(test_set)} images, best.pt from epoch {best['epoch']}, tta {mode}): accuracy "
             f"{r['accuracy']:.4f} macro-F1 {r['macro_f1']:.4f}")
-    (Path(cfg.out) / "test.json").write_text(json.dumps({"epoch": best["epoch"], "results": results}, indent=2))
+    (Path(cfg.out) / "test.json").write_text(json.dumps({"epoch": best["epoch"], "n": len(test_set),
+                                                         "limit_per_class": cfg.limit_per_class, "results": results},
+                                                        indent=2))
     return {mode: {"accuracy": r["accuracy"], "macro_f1": r["macro_f1"]} for mode, r in results.items()}

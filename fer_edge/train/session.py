@@ -13,7 +13,8 @@ PLAN.json: {"data_archive": ".data/fer2013.tar.xz",
                                                "minutes": 4.7, "bring": "fp32"}]}, ...]}
 `minutes` is the run's budget (default: until the deadline); `bring` is fp32 (best.pt as is),
 fp16 (weights halved, for nets too large to return whole) or none (metrics and logs only).
-The plan is checked before anything starts (`check_plan`: names, phases, teachers), and
+`{runs}` in an argument stands for the runs folder (`--runs`), so a student names its teacher
+as "{runs}/teacher/best.pt" wherever the runs write. The plan is checked before anything starts (`check_plan`: names, phases, teachers), and
 `--check` only checks it. `--extra "..."` appends arguments to every run: the same plan as a CPU
 smoke test on a slice (`--extra "--limit-per-class 20 --epochs 2 --device cpu"`) before GPU time.
 """
@@ -44,6 +45,11 @@ class PlanError(ValueError):
     """A plan that would waste device time: says which run and what is wrong."""
 
 
+def expand(args: list[str], runs_dir: Path) -> list[str]:
+    """A run's arguments with `{runs}` replaced by the runs folder."""
+    return [a.replace("{runs}", str(runs_dir)) for a in args]
+
+
 def check_plan(plan: Any, runs_dir: Path) -> None:
     """Refuse, before any GPU time is spent, a plan whose runs cannot all start: a run without a
     name or args, a duplicate name, an unknown `bring`, a phase waiting for a run of no earlier
@@ -72,6 +78,7 @@ def check_plan(plan: Any, runs_dir: Path) -> None:
                 raise PlanError(f"run {name!r}: bring must be one of {BRING}, got {spec.get('bring')!r}")
             if "minutes" in spec and not (isinstance(spec["minutes"], (int, float)) and spec["minutes"] > 0):
                 raise PlanError(f"run {name!r}: minutes must be a positive number, got {spec['minutes']!r}")
+            args = expand(args, runs_dir)
             if "--teacher" in args:
                 teachers = args[args.index("--teacher") + 1].split(",") if args.index("--teacher") + 1 < len(args) else []
                 made = {str(runs_dir / w / "best.pt") for w in waits}
@@ -108,7 +115,7 @@ class Session:
             return
         run_dir = self.runs_dir / name
         run_dir.mkdir(parents=True, exist_ok=True)
-        cmd = [sys.executable, "-m", "fer_edge.cli", "train", *spec["args"], *self.extra, "--out", str(run_dir),
+        cmd = [sys.executable, "-m", "fer_edge.cli", "train", *expand(spec["args"], self.runs_dir), *self.extra, "--out", str(run_dir),
                "--time-budget", f"{budget:.2f}"]
         self.logs[name] = log = open(run_dir / "train.log", "w")
         self.procs[name] = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env={**os.environ,
