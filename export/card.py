@@ -80,6 +80,9 @@ def model_card(m: Manifest, meta: dict[str, Any]) -> str:
                       f"(val NLL {temp['val_nll']['before']:.4f} -> {temp['val_nll']['after']:.4f}, val ECE "
                       f"{temp['val_ece']['before']:.4f} -> {temp['val_ece']['after']:.4f}); the runtime applies it "
                       "to the probabilities (`Recognizer(..., calibrated=False)` turns it off). ECE: 15 bins."]
+        for mode, t in (temp.get("by_tta") or {}).items():
+            lines.append(f"- With `tta={mode!r}`: T = {t['value']:g} (val NLL {t['val_nll']['before']:.4f} -> "
+                         f"{t['val_nll']['after']:.4f}, val ECE {t['val_ece']['before']:.4f} -> {t['val_ece']['after']:.4f}).")
     lines += _heads(m)
     for note in export.get("warnings", []):
         lines.append(f"- **WARNING:** {note}")

@@ -71,12 +71,18 @@ def expected_calibration_error(probs: np.ndarray, y: np.ndarray, bins: int = ECE
     return float(ece)
 
 
-def manifest_temperature(manifest, head_name: str) -> float:
-    """The temperature a bundle asks for with this head (1.0 when none is stored for it)."""
+def manifest_temperature(manifest, head_name: str, tta: str = "none") -> float:
+    """The temperature a bundle asks for with this head and test-time augmentation mode: the mode's
+    own (`temperature.by_tta`) where the export fitted one, else the plain one (bundles exported
+    before per-mode temperatures); 1.0 when none is stored for the head."""
     entry = manifest.extra.get("temperature")
     if not isinstance(entry, dict) or entry.get("head", "in_graph") != head_name:
         return 1.0
-    value = entry.get("value")
-    if not (isinstance(value, (int, float)) and np.isfinite(value) and value > 0):
-        raise BundleError(f"manifest temperature.value must be a positive number, got {value!r}")
+    value, where = entry.get("value"), "temperature.value"
+    by_tta = entry.get("by_tta") or {}
+    if tta != "none" and isinstance(by_tta, dict) and tta in by_tta:
+        mode = by_tta[tta]
+        value, where = (mode.get("value") if isinstance(mode, dict) else mode), f"temperature.by_tta.{tta}.value"
+    if not (isinstance(value, (int, float)) and not isinstance(value, bool) and np.isfinite(value) and value > 0):
+        raise BundleError(f"manifest {where} must be a positive number, got {value!r}")
     return float(value)

@@ -235,6 +235,9 @@ def _cmd_export(args: argparse.Namespace) -> int:
     if m.extra.get("temperature"):
         t = m.extra["temperature"]
         print(f"  temperature {t['value']:g} (val ECE {t['val_ece']['before']:.4f} -> {t['val_ece']['after']:.4f})")
+        for mode, tm in (t.get("by_tta") or {}).items():
+            print(f"  temperature with tta {mode}: {tm['value']:g} (val ECE {tm['val_ece']['before']:.4f} -> "
+                  f"{tm['val_ece']['after']:.4f})")
     if m.evaluation.get("default_head"):
         print(f"  default head: {m.evaluation['default_head']['reason']}")
     for note in m.extra.get("export", {}).get("warnings", []):

@@ -38,7 +38,8 @@ class Recognizer:
       where the backend can use one here, else the CPU.
     tta: test-time augmentation of predict/predict_proba: "none", "flip" (2 views) or "ten_crop"
       (10 views); the views' probabilities are averaged (embed() stays plain).
-    calibrated: apply the bundle's fitted temperature to the probabilities (argmax unchanged).
+    calibrated: apply the bundle's fitted temperature to the probabilities (argmax unchanged); with
+      TTA, the temperature the export fitted for that mode.
     `describe()` says what was chosen and why. One Recognizer may be called from many threads.
     """
 
@@ -60,7 +61,7 @@ class Recognizer:
         self._outputs = m.model["outputs"]
         self.head = load_head(self.bundle, head, threads=threads)  # cheap, so a bad head fails first
         self.tta = check_mode(tta)
-        self.temperature = manifest_temperature(m, self.head.describe().get("name")) if calibrated else 1.0
+        self.temperature = manifest_temperature(m, self.head.describe().get("name"), self.tta) if calibrated else 1.0
         self._selection = select_backend(self.bundle, backend, precision=precision, threads=threads, device=device,
                                          strict=strict, refresh=refresh)
 

@@ -65,6 +65,37 @@ def test_temperature_round_trip_fitted_stored_applied(tiny_bundle, faces):
     assert fit_temperature(base, faces.labels) == pytest.approx(entry["value"], rel=1e-3)
 
 
+
+def test_each_tta_mode_has_its_own_temperature(tiny_bundle, faces):
+    """Export fits one T per test-time augmentation mode on the same val outputs the mode serves;
+    a Recognizer with tta uses its mode's T, and its probabilities are the raw averaged views at it."""
+    import json
+
+    from fer_edge.bundle import Bundle
+
+    entry = Bundle.open(tiny_bundle).manifest.extra["temperature"]
+    assert set(entry["by_tta"]) == {"flip", "ten_crop"}
+    for mode, fitted in entry["by_tta"].items():
+        assert fitted["value"] > 0 and fitted["val_nll"]["after"] <= fitted["val_nll"]["before"] + 1e-9
+        rec = fer_edge.Recognizer(tiny_bundle, "onnxruntime", precision="fp32", tta=mode)
+        raw = fer_edge.Recognizer(tiny_bundle, "onnxruntime", precision="fp32", tta=mode, calibrated=False)
+        assert rec.temperature == fitted["value"] and raw.temperature == 1.0
+        got, base = rec.predict_proba(faces.images), raw.predict_proba(faces.images)
+        np.testing.assert_allclose(got, apply_temperature(base, fitted["value"]), atol=1e-6)
+        assert fit_temperature(base, faces.labels) == pytest.approx(fitted["value"], rel=1e-3)
+    # A bundle exported before per-mode temperatures: every mode uses the plain one.
+    path = tiny_bundle / "manifest.json"
+    m = json.loads(path.read_text())
+    del m["temperature"]["by_tta"]
+    path.write_text(json.dumps(m))
+    rec = fer_edge.Recognizer(tiny_bundle, "onnxruntime", precision="fp32", tta="ten_crop")
+    assert rec.temperature == entry["value"]
+    m["temperature"]["by_tta"] = {"flip": {"value": -2}}
+    path.write_text(json.dumps(m))
+    with pytest.raises(fer_edge.BundleError, match="by_tta.flip.value must be a positive number"):
+        fer_edge.Recognizer(tiny_bundle, "onnxruntime", precision="fp32", tta="flip")
+
+
 def test_heads_apply_the_temperature_to_their_scores():
     """Heads with scores fold T into their softmax (softmax(z / T)); any other head gets the generic
     softmax(log p / T); both equal apply_temperature of the uncalibrated probabilities."""
