@@ -10,6 +10,7 @@ import os
 import tarfile
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
@@ -209,3 +210,58 @@ def test_committed_plans_are_valid(plan):
         check_plan(data, Path("runs/session"))
     except PlanError as e:
         assert "teacher" in str(e) and "warm" in data["description"]
+
+
+def test_mixup_blends_a_batch_with_a_permutation_of_itself():
+    from fer_edge.train.augment import AugmentConfig, MixedTargets, mix
+
+    torch.manual_seed(0)
+    x, y = torch.rand(8, 1, 12, 12), torch.arange(8)  # distinct labels: targets.b is the permutation
+    assert mix(x, y, AugmentConfig()) == (x, y)  # off by default
+    mixed, t = mix(x, y, AugmentConfig(mixup_alpha=0.4), torch.Generator().manual_seed(1))
+    assert isinstance(t, MixedTargets) and 0 < t.lam < 1 and torch.equal(t.a, y)
+    assert sorted(t.b.tolist()) == list(range(8)) and not torch.equal(t.b, y)
+    torch.testing.assert_close(mixed, t.lam * x + (1 - t.lam) * x[t.b])
+
+
+def test_cutmix_pastes_a_box_and_lam_is_the_share_kept():
+    from fer_edge.train.augment import AugmentConfig, mix
+
+    torch.manual_seed(3)
+    x, y = torch.rand(6, 1, 16, 16), torch.arange(6)
+    mixed, t = mix(x, y, AugmentConfig(cutmix_alpha=1.0), torch.Generator().manual_seed(2))
+    from_self = (mixed == x).all(dim=(0, 1))  # (H, W): pixels kept in every image
+    from_other = (mixed == x[t.b]).all(dim=(0, 1))
+    assert (from_self | from_other).all() and from_other.any()
+    assert t.lam == pytest.approx(from_self.float().mean().item())
+
+
+def test_mixed_targets_blend_the_two_losses_and_a_triplet_loss_refuses_them():
+    from fer_edge.train.augment import MixedTargets
+    from fer_edge.train.losses import TripletConfig, build_criterion
+
+    torch.manual_seed(0)
+    logits, emb = torch.randn(6, 7), torch.randn(6, 16)
+    a, b = torch.tensor([0, 1, 2, 3, 4, 5]), torch.tensor([5, 4, 3, 2, 1, 0])
+    ce = build_criterion("ce", num_classes=7, label_smoothing=0.1)
+    got, _ = ce(logits, emb, MixedTargets(a, b, 0.3))
+    want = 0.3 * ce(logits, emb, a)[0] + 0.7 * ce(logits, emb, b)[0]
+    torch.testing.assert_close(got, want)
+    with pytest.raises(InputError, match="one class per image"):
+        build_criterion("ce+triplet", num_classes=7, triplet=TripletConfig())(logits, emb, MixedTargets(a, b, 0.3))
+    with pytest.raises(InputError, match="mixup_alpha"):
+        TrainConfig(loss="triplet").override(augment={"mixup_alpha": 0.2})
+    with pytest.raises(InputError, match="cutmix_alpha is a Beta"):
+        TrainConfig().override(augment={"cutmix_alpha": -1})
+
+
+def test_a_distilled_run_with_mixup_and_cutmix_trains_and_tests(splits, tmp_path):
+    """The student and its teacher see the same mixed images; the run ends with a test.json."""
+    teacher_out, out = tmp_path / "teacher", tmp_path / "student"
+    train(_cfg(splits, teacher_out, epochs=1), log=lambda *_: None)
+    result = train(_cfg(splits, out, loss="distill", distill_teacher=str(teacher_out / "best.pt"), test_at_end=True,
+                        augment={"hflip": 0.0, "mixup_alpha": 0.4, "cutmix_alpha": 1.0}), log=lambda *_: None)
+    rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert len(rows) == 2 and all(np.isfinite(r["train_loss"]) for r in rows)
+    assert json.loads((out / "config.json").read_text())["augment"]["mixup_alpha"] == 0.4
+    assert "none" in result["test"]

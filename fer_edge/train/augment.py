@@ -24,11 +24,19 @@ class AugmentConfig:
     noise: float = 0.0  # std of additive Gaussian noise, in [0, 1] pixel units
     erase_p: float = 0.5  # random erasing probability
     erase_area: tuple[float, float] = (0.02, 0.2)
+    # Batch mixing (`mix`): Beta(alpha, alpha) weights; 0 = off. With both on, each batch takes one
+    # of the two at random. The targets become MixedTargets; a teacher sees the mixed images.
+    mixup_alpha: float = 0.0
+    cutmix_alpha: float = 0.0
 
     def __post_init__(self) -> None:
         for name in ("hflip", "erase_p"):
             if not 0 <= getattr(self, name) <= 1:
                 raise InputError(f"augment.{name} is a probability in [0, 1], got {getattr(self, name)}")
+        for name in ("mixup_alpha", "cutmix_alpha"):
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
+                raise InputError(f"augment.{name} is a Beta(alpha, alpha) parameter >= 0 (0 = off), got {value!r}")
         lo, hi = self.erase_area
         if not 0 < lo <= hi < 1:
             raise InputError(f"augment.erase_area must be (min, max) fractions with 0 < min <= max < 1, got "
@@ -44,6 +52,42 @@ class AugmentConfig:
         if "erase_area" in d:
             d["erase_area"] = tuple(d["erase_area"])
         return cls(**d)
+
+
+@dataclass(frozen=True)
+class MixedTargets:
+    """The targets of a mixed batch: image i is `lam` of class a[i] and 1 - lam of class b[i]."""
+
+    a: torch.Tensor
+    b: torch.Tensor
+    lam: float
+
+
+def mix(x: torch.Tensor, y: torch.Tensor, cfg: AugmentConfig,
+        gen: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor | MixedTargets]:
+    """MixUp (Zhang et al. 2018: a convex blend) or CutMix (Yun et al. 2019: a box pasted) of a
+    float batch (N, 1, H, W) with a permutation of itself, as `cfg` asks; (x, y) unchanged when
+    both are off. CutMix's lam is the share of pixels actually kept, after clipping the box.
+    The weight and the choice of kind come from torch's global generator (saved with the run's
+    RNG state), the permutation and the box from `gen`, like the rest of the augmentation."""
+    kinds = [k for k, a in (("mixup", cfg.mixup_alpha), ("cutmix", cfg.cutmix_alpha)) if a > 0]
+    if not kinds or len(x) < 2:
+        return x, y
+    kind = kinds[0] if len(kinds) == 1 else kinds[int(torch.rand(()) < 0.5)]
+    alpha = cfg.mixup_alpha if kind == "mixup" else cfg.cutmix_alpha
+    lam = float(torch.distributions.Beta(alpha, alpha).sample())
+    perm = torch.randperm(len(x), generator=gen, device=x.device)
+    if kind == "mixup":
+        return lam * x + (1 - lam) * x[perm], MixedTargets(y, y[perm], lam)
+    h, w = x.shape[-2:]
+    cut = math.sqrt(1 - lam)
+    ch, cw = round(h * cut), round(w * cut)
+    cy, cx = (torch.rand(2, generator=gen, device=x.device).cpu() * torch.tensor([h, w])).long().tolist()
+    y0, y1 = max(cy - ch // 2, 0), min(cy + (ch + 1) // 2, h)
+    x0, x1 = max(cx - cw // 2, 0), min(cx + (cw + 1) // 2, w)
+    x = x.clone()
+    x[..., y0:y1, x0:x1] = x[perm][..., y0:y1, x0:x1]
+    return x, MixedTargets(y, y[perm], 1 - (y1 - y0) * (x1 - x0) / (h * w))
 
 
 def augment(x: torch.Tensor, cfg: AugmentConfig, gen: torch.Generator | None = None) -> torch.Tensor:

@@ -121,6 +121,9 @@ class TrainConfig:
         if self.schedule_by_time and (self.time_budget_min is None or self.schedule != "cosine"):
             raise InputError("schedule_by_time stretches the cosine schedule over time_budget_min: it needs "
                              "schedule 'cosine' and a time_budget_min")
+        if "triplet" in self.loss and (self.augment.mixup_alpha or self.augment.cutmix_alpha):
+            raise InputError(f"loss {self.loss!r} needs one class per image: augment.mixup_alpha and "
+                             "augment.cutmix_alpha must be 0 with a triplet loss")
         if not 0.0 <= self.ema_decay < 1.0:
             raise InputError(f"ema_decay must be 0 (off) or in (0, 1), got {self.ema_decay}")
         if self.time_budget_min is not None and self.time_budget_min <= 0:

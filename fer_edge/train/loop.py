@@ -26,7 +26,7 @@ from ..errors import DataError, InputError, RuntimeUnavailableError
 from ..labels import EMOTIONS
 from ..metrics import classification_report
 from . import distributed as ddp
-from .augment import augment, median_filter
+from .augment import augment, median_filter, mix
 from .checkpoint import CHECKPOINT_FORMAT, checkpoint_payload, input_spec, save_atomic  # noqa: F401 (re-exported)
 from .config import TrainConfig
 from .ema import EMA
@@ -198,7 +198,7 @@ class TrainStep:
 
     def __call__(self, x_uint8: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, dict]:
         cfg = self.cfg
-        x = augment(scale(x_uint8, self.spec), cfg.augment, self.gen)
+        x, targets = mix(augment(scale(x_uint8, self.spec), cfg.augment, self.gen), y, cfg.augment, self.gen)
         inputs = None
         if self.needs_inputs:
             inputs = (x * 255).round().to(torch.uint8)
@@ -209,7 +209,7 @@ class TrainStep:
         autocast = torch.autocast(self.device.type, dtype=torch.bfloat16) if self.amp else contextlib.nullcontext()
         with autocast:
             logits, embedding = self.forward(x)
-        loss, parts = self.criterion(logits.float(), embedding.float(), y, inputs_uint8=inputs)
+        loss, parts = self.criterion(logits.float(), embedding.float(), targets, inputs_uint8=inputs)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()

@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import FerEdgeError, InputError
+from .augment import MixedTargets
 
 Teacher = Callable[[torch.Tensor], torch.Tensor]
 
@@ -182,6 +183,8 @@ class _CE(nn.Module):
         if logits.dim() != 2 or logits.shape[1] != self.num_classes:
             raise InputError(f"expected logits (N, {self.num_classes}), got {tuple(logits.shape)}")
         weight = None if self.weight is None else self.weight.to(logits.device)  # in case .to(device) was missed
+        if isinstance(targets, MixedTargets):  # a mixed batch: the same blend of the two classes' losses
+            return (targets.lam * self(logits, targets.a) + (1 - targets.lam) * self(logits, targets.b))
         return F.cross_entropy(logits.float(), targets, weight=weight, label_smoothing=self.label_smoothing)
 
 
@@ -209,6 +212,8 @@ class TripletCriterion(Criterion):
     def forward(self, logits, embedding, targets, inputs_uint8=None):
         if embedding is None:
             raise InputError("a triplet criterion needs the embedding (criterion.needs_embedding is True)")
+        if isinstance(targets, MixedTargets):
+            raise InputError("a triplet loss needs one class per image; turn off augment.mixup_alpha / cutmix_alpha")
         tri, active = self.triplet(embedding, targets)
         loss = self.weight * tri
         stats = {"triplet": float(tri.detach()), "active_triplets": float(active)}
