@@ -8,6 +8,8 @@ the argmax is unchanged. Numpy only.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from .errors import BundleError, InputError
@@ -16,10 +18,18 @@ EPS = 1e-12
 ECE_BINS = 15
 
 
+def check_temperature(temperature: float) -> float:
+    """T as a float, or InputError unless it is a positive finite number (math, not numpy: this
+    runs on every one-crop call)."""
+    if isinstance(temperature, bool) or not isinstance(temperature, (int, float, np.floating, np.integer)) \
+            or not (math.isfinite(temperature) and temperature > 0):
+        raise InputError(f"temperature must be positive and finite, got {temperature!r}")
+    return float(temperature)
+
+
 def apply_temperature(probs: np.ndarray, temperature: float) -> np.ndarray:
     """softmax(log(probs) / T), row by row; T = 1 returns `probs` unchanged."""
-    if not (np.isfinite(temperature) and temperature > 0):
-        raise InputError(f"temperature must be positive and finite, got {temperature!r}")
+    temperature = check_temperature(temperature)
     if temperature == 1.0:
         return probs
     z = np.log(np.clip(probs, EPS, None)) / temperature

@@ -19,7 +19,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from ..calibration import apply_temperature
+from ..calibration import apply_temperature, check_temperature
 from ..errors import BundleError, FerEdgeError, InputError
 from ..probabilities import softmax
 from .head_build import ABI, build_library, cached_library, platform_tag
@@ -86,9 +86,7 @@ class Head(abc.ABC):
 def _softmax_at(scores: np.ndarray, temperature: float) -> np.ndarray:
     if temperature == 1.0:
         return softmax(scores)
-    if not (np.isfinite(temperature) and temperature > 0):
-        raise InputError(f"temperature must be positive and finite, got {temperature!r}")
-    return softmax(scores / np.float32(temperature))
+    return softmax(scores / np.float32(check_temperature(temperature)))
 
 
 HEADS: dict[str, type[Head]] = {}

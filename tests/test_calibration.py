@@ -34,8 +34,10 @@ def test_apply_temperature_is_softmax_of_scaled_logits_and_inverts():
     np.testing.assert_allclose(apply_temperature(p, 1.7), _softmax(z / 1.7), atol=1e-9)
     np.testing.assert_allclose(apply_temperature(apply_temperature(p, 1.7), 1 / 1.7), p, atol=1e-9)
     assert apply_temperature(p, 1.0) is p
-    with pytest.raises(fer_edge.InputError, match="temperature must be positive"):
-        apply_temperature(p, 0.0)
+    for bad in (0.0, -1, float("nan"), float("inf"), "2", True, None):
+        with pytest.raises(fer_edge.InputError, match="temperature must be positive"):
+            apply_temperature(p, bad)
+    np.testing.assert_allclose(apply_temperature(p, np.float32(1.7)), _softmax(z / 1.7), atol=1e-6)
 
 
 def test_ece_on_known_cases():
