@@ -186,7 +186,7 @@ def export_bundle(
         else:
             reports = evaluate_artifacts(bundle, val_set)
             figures = gate(reports, gate_config, notes)
-            temperature = _fit_temperature(reports, val_desc, bundle, val_set)
+            temperature = _fit_temperature(reports, val_desc, bundle, val_set, notes)
         if head_src is not None:
             figures["default_head"] = _choose_head(bundle, manifest, figures, val_set, default_head, notes)
 
@@ -309,12 +309,12 @@ def _check_artifacts(artifacts: Iterable[str]) -> tuple[tuple[str, ...], tuple[s
 
 
 def _fit_temperature(reports: dict[str, dict[str, Any]], val_desc: str | None, bundle=None,
-                     val_set=None) -> dict[str, Any] | None:
+                     val_set=None, notes: list[str] | None = None) -> dict[str, Any] | None:
     """Temperature scaling of the in-graph probabilities, fitted on the FP32 reference's val outputs:
     one T for plain inputs (`value`) and, given the bundle and val set, one per test-time
     augmentation mode (`by_tta`): averaging views softens the probabilities, so the plain T
     over-softens them (tiny's ten-crop ECE on test went 0.041 -> 0.043 with it, base's 0.036 -> 0.046)."""
-    from ..calibration import apply_temperature, expected_calibration_error, fit_temperature, nll
+    from ..calibration import T_SEARCH, apply_temperature, expected_calibration_error, fit_temperature, nll
     from ..recognizer import Recognizer
     from ..tta import MODES
 
@@ -322,8 +322,11 @@ def _fit_temperature(reports: dict[str, dict[str, Any]], val_desc: str | None, b
     if key is None:
         return None
 
-    def fitted(probs: np.ndarray, y: np.ndarray) -> dict[str, Any]:
+    def fitted(probs: np.ndarray, y: np.ndarray, mode: str = "none") -> dict[str, Any]:
         t = fit_temperature(probs, y)
+        if notes is not None and not T_SEARCH[0] * 1.01 < t < T_SEARCH[1] * 0.99:
+            notes.append(f"temperature (tta {mode}) fitted at the search bound, T = {t:g}: the val NLL has no "
+                         "interior optimum (val too small or too easy?); the calibration is not meaningful")
         after = apply_temperature(probs, t)
         return {"value": t, "val_nll": {"before": round(nll(probs, y), 5), "after": round(nll(after, y), 5)},
                 "val_ece": {"before": round(expected_calibration_error(probs, y), 5),
@@ -338,7 +341,7 @@ def _fit_temperature(reports: dict[str, dict[str, Any]], val_desc: str | None, b
         for mode in MODES[1:]:
             rec = Recognizer(bundle=bundle, backend=FORMATS[fmt].backend, precision=precision, tta=mode,
                              calibrated=False)
-            entry["by_tta"][mode] = fitted(rec.predict_proba(val_set.images), y)
+            entry["by_tta"][mode] = fitted(rec.predict_proba(val_set.images), y, mode)
     return entry
 
 

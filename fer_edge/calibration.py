@@ -42,7 +42,10 @@ def nll(probs: np.ndarray, y: np.ndarray) -> float:
     return float(-np.log(np.clip(probs[np.arange(len(y)), y], EPS, None)).mean())
 
 
-def fit_temperature(probs: np.ndarray, y: np.ndarray, *, lo: float = 0.05, hi: float = 20.0) -> float:
+T_SEARCH = (0.05, 20.0)  # fit_temperature's bounds: a fit at either one found no interior optimum
+
+
+def fit_temperature(probs: np.ndarray, y: np.ndarray, *, lo: float = T_SEARCH[0], hi: float = T_SEARCH[1]) -> float:
     """The T minimising the NLL of apply_temperature(probs, T) on labels y: a golden-section search
     on log T (the NLL is convex in 1/T), good to ~1e-4 relative."""
     probs, y = np.asarray(probs, dtype=np.float64), np.asarray(y)
