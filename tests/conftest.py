@@ -5,9 +5,13 @@ from __future__ import annotations
 import os
 import shutil
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pytest
+
+if TYPE_CHECKING:
+    from fer_edge.data import FaceSet
 
 REPO = Path(__file__).resolve().parents[1]
 FER2013 = REPO.parent / "shared" / "datasets" / "fer2013"
@@ -41,17 +45,28 @@ def synthetic_faceset(per_class: int = 12, seed: int = 0, size: int = 48):
     return FaceSet(np.stack(images), np.array(labels, dtype=np.int64), [f"synthetic:{i}" for i in range(len(labels))])
 
 
-def write_synthetic_splits(root: Path, per_class: dict[str, int]) -> Path:
-    """Synthetic faces as an ImageFolder tree, one split per key (a different seed each)."""
+def write_image_folder(folder: Path, faces: FaceSet) -> Path:
+    """A FaceSet as one ImageFolder split: folder/<class>/<index>.png."""
     from PIL import Image
 
-    for seed, (split, n) in enumerate(per_class.items()):
-        faces = synthetic_faceset(per_class=n, seed=seed)
-        for i, (img, label) in enumerate(zip(faces.images, faces.labels)):
-            d = root / split / faces.classes[label]
-            d.mkdir(parents=True, exist_ok=True)
-            Image.fromarray(img).save(d / f"{i:04d}.png")
+    for i, (img, label) in enumerate(zip(faces.images, faces.labels)):
+        d = folder / faces.classes[label]
+        d.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(img).save(d / f"{i:04d}.png")
+    return folder
+
+
+def write_splits(root: Path, sets: dict[str, FaceSet]) -> Path:
+    """FaceSets as an ImageFolder tree, one split per key."""
+    for split, faces in sets.items():
+        write_image_folder(root / split, faces)
     return root
+
+
+def write_synthetic_splits(root: Path, per_class: dict[str, int]) -> Path:
+    """Synthetic faces as an ImageFolder tree, one split per key (a different seed each)."""
+    return write_splits(root, {split: synthetic_faceset(per_class=n, seed=seed)
+                               for seed, (split, n) in enumerate(per_class.items())})
 
 
 def train_tiny_checkpoint(path: Path, steps: int = 40, seed: int = 0) -> Path:
@@ -141,11 +156,4 @@ def tiny_bundle(tiny_bundle_master, tmp_path) -> Path:
 @pytest.fixture
 def faces_folder(faces, tmp_path) -> Path:
     """The synthetic faces written as an ImageFolder tree with a test/ split."""
-    from PIL import Image
-
-    root = tmp_path / "synthetic"
-    for i, (img, label) in enumerate(zip(faces.images, faces.labels)):
-        d = root / "test" / faces.classes[label]
-        d.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(img).save(d / f"{i:04d}.png")
-    return root
+    return write_splits(tmp_path / "synthetic", {"test": faces})

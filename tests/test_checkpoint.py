@@ -8,7 +8,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from conftest import synthetic_faceset  # noqa: E402
+from conftest import synthetic_faceset, write_splits  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -22,16 +22,6 @@ def median_checkpoint(tiny_checkpoint, tmp_path_factory):
     return path
 
 
-def _split_folder(root, faces, split="test"):
-    from PIL import Image
-
-    for i, (img, label) in enumerate(zip(faces.images, faces.labels)):
-        d = root / split / faces.classes[label]
-        d.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(img).save(d / f"{i:04d}.png")
-    return root
-
-
 def test_median_checkpoint_embeddings_equal_the_exported_graph(median_checkpoint, tmp_path):
     """fit-head and report fit heads on embed_split's features: they must be the features the
     bundle produces (preprocess with the manifest's input spec, then the exported ONNX graph)."""
@@ -43,7 +33,7 @@ def test_median_checkpoint_embeddings_equal_the_exported_graph(median_checkpoint
     from fer_edge.train.embeddings import embed_split
 
     torch.set_num_threads(1)
-    data = _split_folder(tmp_path / "data", synthetic_faceset(per_class=3, seed=21))
+    data = write_splits(tmp_path / "data", {"test": synthetic_faceset(per_class=3, seed=21)})
     ours = embed_split(median_checkpoint, data, "test", cache_dir="", threads=1, log=None)
 
     model, meta = load_checkpoint(median_checkpoint)

@@ -20,6 +20,7 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
 
+from conftest import write_image_folder  # noqa: E402
 from fer_edge.data import FaceSet  # noqa: E402
 from fer_edge.errors import AccuracyDropError, ExportError  # noqa: E402
 from fer_edge.labels import EMOTIONS  # noqa: E402
@@ -473,22 +474,13 @@ def test_interrupted_export_leaves_nothing(trained, tmp_path, monkeypatch):
     assert list(tmp_path.iterdir()) == []
 
 
-def _write_image_folder(root: Path, faces: FaceSet) -> None:
-    from PIL import Image
-
-    for i, (img, label) in enumerate(zip(faces.images, faces.labels)):
-        folder = root / faces.classes[label]
-        folder.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(img).save(folder / f"{i:04d}.png")
-
-
 def test_export_bundle_from_dataset_paths(trained, tmp_path):
     """calib and val given as an ImageFolder root with a val/ split, as the CLI passes them."""
     from fer_edge.bundle import Bundle
     from fer_edge.export import export_bundle
 
     _, ckpt, val = trained
-    _write_image_folder(tmp_path / "data" / "val", val.subset(np.arange(0, len(val), 2)))
+    write_image_folder(tmp_path / "data" / "val", val.subset(np.arange(0, len(val), 2)))
     out = export_bundle(ckpt, tmp_path / "bundle", name="x", targets=("onnx",), calib=tmp_path / "data",
                         val=tmp_path / "data", allow_drop=True)
     m = Bundle.open(out).manifest

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from conftest import synthetic_faceset
+from conftest import synthetic_faceset, write_splits
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("sklearn")
@@ -50,16 +50,8 @@ def embeddings(model_and_spec, faces):
 @pytest.fixture(scope="module")
 def split_folder(faces, tmp_path_factory):
     """train/ val/ test/ ImageFolder tree of synthetic faces."""
-    from PIL import Image
-
-    root = tmp_path_factory.mktemp("heads_data")
-    sets = {"train": faces, "val": synthetic_faceset(per_class=5, seed=8), "test": synthetic_faceset(per_class=5, seed=9)}
-    for split, fs in sets.items():
-        for i, (img, label) in enumerate(zip(fs.images, fs.labels)):
-            d = root / split / fs.classes[label]
-            d.mkdir(parents=True, exist_ok=True)
-            Image.fromarray(img).save(d / f"{i:04d}.png")
-    return root
+    return write_splits(tmp_path_factory.mktemp("heads_data"), {
+        "train": faces, "val": synthetic_faceset(per_class=5, seed=8), "test": synthetic_faceset(per_class=5, seed=9)})
 
 
 def test_hook_embeddings_equal_forward_features(model_and_spec, faces):

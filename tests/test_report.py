@@ -9,7 +9,7 @@ import shutil
 import numpy as np
 import pytest
 
-from conftest import synthetic_faceset
+from conftest import synthetic_faceset, write_splits
 from fer_edge.metrics import one_vs_rest_roc, roc_auc, roc_curve
 from fer_edge.train.report import distance_summary, pairwise_distances
 
@@ -150,17 +150,11 @@ def test_tta_flip_averages_the_mirrored_views(tiny_checkpoint, faces_folder):
 @pytest.fixture
 def run_with_heads(tiny_checkpoint, faces, tmp_path):
     """A run folder (best.pt, metrics.jsonl, a linear and an svm head) and a train/val/test tree."""
-    from PIL import Image
-
     from fer_edge.train.head_fitting import fit_head
 
     data = tmp_path / "data"
-    sets = {"train": faces, "val": synthetic_faceset(per_class=4, seed=11), "test": synthetic_faceset(per_class=4, seed=12)}
-    for split, fs in sets.items():
-        for i, (img, label) in enumerate(zip(fs.images, fs.labels)):
-            d = data / split / fs.classes[label]
-            d.mkdir(parents=True, exist_ok=True)
-            Image.fromarray(img).save(d / f"{i:04d}.png")
+    write_splits(data, {"train": faces, "val": synthetic_faceset(per_class=4, seed=11),
+                        "test": synthetic_faceset(per_class=4, seed=12)})
     run = tmp_path / "run"
     run.mkdir()
     shutil.copy(tiny_checkpoint, run / "best.pt")
