@@ -95,9 +95,6 @@ class Recognizer:
     def backbone(self, batch: np.ndarray) -> dict[str, np.ndarray]:
         """Stage 2: a preprocessed batch -> {"embedding": (N, F), "logits": (N, C)} from the backend
         (at most MAX_CHUNK crops per backend call)."""
-        if len(batch) <= MAX_CHUNK:
-            out = self._run(batch)
-            return {role: out[name] for role, name in self._outputs.items()}
         outs = [self._run(batch[i : i + MAX_CHUNK]) for i in range(0, len(batch), MAX_CHUNK)]
         return {role: (outs[0][name] if len(outs) == 1 else np.concatenate([o[name] for o in outs]))
                 for role, name in self._outputs.items()}
@@ -106,7 +103,7 @@ class Recognizer:
         """Stage 3: the backbone's outputs -> (N, num_classes) probabilities through `self.head`, at
         the Recognizer's temperature. With tta="flip"|"ten_crop" the outputs are those of
         `stacked_views` (views x N rows): the views' probabilities are averaged, then calibrated."""
-        if tta == "none" or num_views(tta) == 1:
+        if num_views(tta) == 1:
             probs = self.head.probabilities(outputs["embedding"], outputs["logits"], self.temperature)
         else:
             probs = apply_temperature(mean_over_views(self.head(outputs["embedding"], outputs["logits"]), tta),
@@ -123,10 +120,7 @@ class Recognizer:
         """Stages 2 and 3 on a preprocessed batch, with the Recognizer's test-time augmentation
         (a chunk's views in one backend call) and its temperature: what predict_proba returns."""
         if self.tta == "none":
-            if len(batch) <= MAX_CHUNK:
-                return self.classify(self.backbone(batch))
-            return np.concatenate([self.classify(self.backbone(batch[i : i + MAX_CHUNK]))
-                                   for i in range(0, len(batch), MAX_CHUNK)])
+            return self.classify(self.backbone(batch))  # backbone() chunks the backend calls
         step = max(1, MAX_CHUNK // num_views(self.tta))
         return np.concatenate([self.classify(self.backbone(stacked_views(batch[i : i + step], self.tta)), self.tta)
                                for i in range(0, len(batch), step)])

@@ -12,7 +12,8 @@ import numpy as np
 from .errors import InputError
 from .preprocess import _weights
 
-MODES = ("none", "flip", "ten_crop")
+VIEWS = {"none": 1, "flip": 2, "ten_crop": 10}  # mode -> views per crop
+MODES = tuple(VIEWS)
 CROP = 0.9  # ten_crop's crop side, a fraction of the input side (train.tta's default)
 
 
@@ -23,7 +24,7 @@ def check_mode(mode: str) -> str:
 
 
 def num_views(mode: str) -> int:
-    return {"none": 1, "flip": 2, "ten_crop": 10}[check_mode(mode)]
+    return VIEWS[check_mode(mode)]
 
 
 def views(batch: np.ndarray, mode: str, crop: float = CROP) -> list[np.ndarray]:

@@ -128,7 +128,7 @@ class InGraphHead(Head):
         return cls(len(bundle.manifest.labels))
 
     def __call__(self, embedding: np.ndarray | None, logits: np.ndarray | None = None) -> np.ndarray:
-        return softmax(_matrix(logits, self.num_classes, "logits"))
+        return self.probabilities(embedding, logits)
 
     def probabilities(self, embedding: np.ndarray | None, logits: np.ndarray | None = None,
                       temperature: float = 1.0) -> np.ndarray:

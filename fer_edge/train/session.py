@@ -80,7 +80,8 @@ def check_plan(plan: Any, runs_dir: Path) -> None:
                 raise PlanError(f"run {name!r}: minutes must be a positive number, got {spec['minutes']!r}")
             args = expand(args, runs_dir)
             if "--teacher" in args:
-                teachers = args[args.index("--teacher") + 1].split(",") if args.index("--teacher") + 1 < len(args) else []
+                at = args.index("--teacher") + 1
+                teachers = args[at].split(",") if at < len(args) else []
                 made = {str(runs_dir / w / "best.pt") for w in waits}
                 missing = [t for t in teachers if t not in made and not Path(t).is_file()]
                 if not teachers or missing:
