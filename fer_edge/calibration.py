@@ -96,6 +96,7 @@ def manifest_temperature(manifest, head_name: str, tta: str = "none") -> float:
     if tta != "none" and isinstance(by_tta, dict) and tta in by_tta:
         mode = by_tta[tta]
         value, where = (mode.get("value") if isinstance(mode, dict) else mode), f"temperature.by_tta.{tta}.value"
-    if not (isinstance(value, (int, float)) and not isinstance(value, bool) and np.isfinite(value) and value > 0):
-        raise BundleError(f"manifest {where} must be a positive number, got {value!r}")
-    return float(value)
+    try:
+        return check_temperature(value)
+    except InputError:
+        raise BundleError(f"manifest {where} must be a positive number, got {value!r}") from None
