@@ -96,6 +96,39 @@ def train_tiny_checkpoint(path: Path, steps: int = 40, seed: int = 0) -> Path:
     return path
 
 
+def _requirement_missing(marker: str) -> str | None:
+    """Why a test with this marker cannot run here, or None: a missing requirement is a skip that
+    says so, never a failure that looks like a bug."""
+    import importlib.util
+
+    if marker == "openvino" and importlib.util.find_spec("openvino") is None:
+        return "needs the openvino package: pip install 'fer-edge[openvino]'"
+    if marker == "onnxruntime" and importlib.util.find_spec("onnxruntime") is None:
+        return "needs the onnxruntime package: pip install 'fer-edge[onnxruntime]'"
+    if marker == "tensorrt" and importlib.util.find_spec("tensorrt") is None:
+        return "needs TensorRT: pip install 'fer-edge[tensorrt]' (or JetPack's python3-libnvinfer on a Jetson)"
+    if marker == "gpu":
+        from fer_edge.runtimes.cuda_probe import cuda_status
+
+        devices, reason = cuda_status()
+        if not devices:
+            return f"needs a CUDA device: {reason}"
+    return None
+
+
+def pytest_collection_modifyitems(config, items):
+    missing: dict[str, str | None] = {}
+    for item in items:
+        for marker in ("openvino", "onnxruntime", "tensorrt", "gpu"):
+            if item.get_closest_marker(marker) is None:
+                continue
+            if marker not in missing:
+                missing[marker] = _requirement_missing(marker)
+            if missing[marker]:
+                item.add_marker(pytest.mark.skip(reason=missing[marker]))
+                break
+
+
 VENDOR_ENV = "FER_EDGE_TEST_CPU_VENDOR"  # e.g. AuthenticAMD: run the suite as if on that CPU
 
 

@@ -108,6 +108,7 @@ def test_model_base_on_the_command_line(capsys):
     assert '"model": "base"' in out and '"precision": "int8"' in out
 
 
+@pytest.mark.slow  # every packaged model x backend x precision over all 3,589 test crops: minutes
 @pytest.mark.dataset
 @pytest.mark.parametrize("name", PACKAGED)
 def test_recorded_test_figures_reproduce(name, fer2013):

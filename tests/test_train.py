@@ -280,6 +280,7 @@ def _torchrun(args: list[str]) -> str:
     return stdout
 
 
+@pytest.mark.slow  # two torchrun launches, each starting two torch processes
 def test_torchrun_two_processes_train_one_model_and_resume(split_folder, tmp_path):
     out = tmp_path / "ddp"
     args = ["--data", str(split_folder), "--out", str(out), "--epochs", "2", "--batch-size", "14", "--threads", "1",
