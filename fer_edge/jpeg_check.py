@@ -274,6 +274,8 @@ def _check(data: bytes) -> str | None:
         if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7:
             i += 2
             continue
+        if marker < 0xC0:  # no such marker: damaged data ended the scan early
+            raise CorruptJpeg(f"invalid marker 0x{marker:02x} at byte {i}")
         length = int.from_bytes(data[i + 2 : i + 4], "big")
         seg = data[i + 4 : i + 2 + length]
         if len(seg) != length - 2 or length < 2:
