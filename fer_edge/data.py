@@ -19,6 +19,7 @@ from typing import Sequence
 import numpy as np
 
 from .errors import DataError
+from .jpeg_check import MAX_PIXELS, check_jpeg
 from .labels import EMOTIONS, FER2013_CSV_CODES, FER2013_CSV_USAGE
 from .preprocess import resize
 
@@ -45,7 +46,7 @@ class FaceSet:
 
 
 MAX_IMAGE_BYTES = 64 << 20  # read into memory whole; no face crop or camera frame comes near it
-MAX_IMAGE_PIXELS = 64_000_000  # decoded size cap (Pillow's own bomb check only warns below ~179 MP)
+MAX_IMAGE_PIXELS = MAX_PIXELS  # decoded size cap (Pillow's own bomb check only warns below ~179 MP)
 
 
 def read_image(path: str | os.PathLike, *, check: bool = True) -> np.ndarray:
@@ -66,8 +67,6 @@ def read_image(path: str | os.PathLike, *, check: bool = True) -> np.ndarray:
         raise DataError("reading image files needs Pillow: pip install pillow") from e
     data = _read_regular_file(path)
     if check:
-        from .jpeg_check import check_jpeg
-
         fault = check_jpeg(data)
         if fault:
             raise DataError(f"{path}: corrupt JPEG data ({fault}); the decoder would return a damaged image "

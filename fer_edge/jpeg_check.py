@@ -19,6 +19,7 @@ import numpy as np
 
 _SOF_HUFFMAN = (0xC0, 0xC1, 0xC2)  # baseline, extended sequential, progressive
 _SOF_OTHER = (0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF)
+MAX_PIXELS = 64_000_000  # larger frames are not walked (None); fer_edge.data refuses to decode them anyway
 WINDOW = 1 << 16  # bytes of entropy-coded data unpacked into 32-bit words at a time (bounds memory)
 _LOOKAHEAD = 320  # a block's symbols never span more bytes than this (64 codes of <= 32 bits + slack)
 
@@ -301,6 +302,8 @@ def _check(data: bytes) -> str | None:
             if not comps or height == 0 or width == 0 or any(not (0 < h <= 4 and 0 < v <= 4)
                                                              for h, v in comps.values()):
                 raise CorruptJpeg("malformed frame header")
+            if height * width > MAX_PIXELS:
+                return None  # the walk's per-block state would be too large to hold
             frame = (height, width, comps, marker == 0xC2)
         elif marker == 0xDA:
             if frame is None:
