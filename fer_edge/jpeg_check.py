@@ -7,7 +7,7 @@ left over, restart markers out of order, a coefficient past the end of its block
 
 Arithmetic-coded, lossless and hierarchical JPEGs (which almost nothing writes) are not walked:
 `check_jpeg` returns None for them. Measured against Pillow's and OpenCV's decoders in
-docs/benchmarks.md ("JPEG data check").
+docs/benchmarks.md ("Bad-input checks").
 """
 
 from __future__ import annotations
