@@ -8,7 +8,6 @@ A fitted head is a folder with head.json (docs/architecture.md, "Heads on embedd
 
 from __future__ import annotations
 
-import json
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,11 +42,13 @@ def find_head(kind: str, checkpoint: Path, head_path: str | Path | None = None) 
                           "(SVM / random-forest / MLP heads are research-only)")
     folder = Path(head_path) if head_path else checkpoint.parent / "heads" / kind
     if (folder / "head.json").is_file():
+        from ..jsonfile import read_json
+
         try:
-            spec = json.loads((folder / "head.json").read_text())
-        except (OSError, json.JSONDecodeError) as e:
+            spec = read_json(folder / "head.json", error=ExportError)
+        except OSError as e:
             raise ExportError(f"{folder / 'head.json'}: unreadable: {e}") from e
-        if spec.get("kind") != kind:
+        if not isinstance(spec, dict) or spec.get("kind") != kind:
             raise ExportError(f"{folder / 'head.json'} is a {spec.get('kind')!r} head, not {kind!r}")
         return HeadSource(kind, folder, spec)
     if head_path or kind != "linear":

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import logging
 import os
-import secrets
 import shutil
 import warnings
 from pathlib import Path
@@ -27,6 +26,7 @@ from .golden import read_golden, select_golden
 from .head_packaging import HEAD_ATOL, add_head, find_head, head_val_figures, reference_probabilities
 from .onnx2int8 import onnx2int8
 from .onnx2openvino import onnx2openvino
+from .stages import clean_stale, stage_dir
 from .openvino2int8 import openvino2int8
 from .sampling import calibration_batch, load_faces
 from .torch2onnx import INPUT, OUTPUTS, torch2onnx
@@ -115,6 +115,8 @@ def export_bundle(
         ship = {f"{t}/{p}" for t in targets for p in precisions if p in buildable()[t]}
     if not name or not isinstance(name, str):
         raise ExportError("name must be a non-empty string")
+    for note in clean_stale(out):
+        warnings.warn(f"export: {note}", stacklevel=2)
     if out.exists() and not overwrite:
         raise ExportError(f"{out} already exists; remove it, choose another path or pass overwrite=True")
     if "tensorrt" in targets:
@@ -140,9 +142,7 @@ def export_bundle(
         calib_batch, calib_info = calibration_batch(calib, val_set, val_desc, spec, notes)
 
     out.parent.mkdir(parents=True, exist_ok=True)
-    # Not mkdtemp: its 0700 mode would become the bundle's; mkdir honours the umask.
-    stage = out.parent / f".{out.name}.{secrets.token_hex(4)}.partial"
-    stage.mkdir()
+    stage = stage_dir(out)
     try:
         manifest = Manifest(
             name=name, labels=list(meta["labels"]), input=spec,

@@ -6,20 +6,24 @@ Opening checks every listed file's sha256; nothing is loaded from a bundle that 
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import shutil
+import stat
 import tempfile
+import warnings
 import zipfile
 from pathlib import Path, PurePosixPath
 
 from .errors import BundleError
+from .jsonfile import read_json
 from .manifest import Artifact, Manifest
 
 MANIFEST = "manifest.json"
 MODEL_CARD = "MODEL_CARD.md"
 PACKAGED_DIR = Path(__file__).parent / "models"
 DEFAULT_MODEL = "tiny"
+MAX_MANIFEST_BYTES = 4 << 20  # ours are ~20 KB
+MAX_UNZIPPED_BYTES = 512 << 20  # a bundle is a few MB; several GPUs' engines stay far below this
 
 
 def sha256_file(path: Path) -> str:
@@ -68,14 +72,24 @@ class Bundle:
         if not manifest_path.is_file():
             raise BundleError(f"{source}: no {MANIFEST}; not a fer-edge bundle")
         try:
-            data = json.loads(manifest_path.read_text())
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise BundleError(f"{manifest_path}: unreadable JSON: {e}") from e
+            data = read_json(manifest_path, error=BundleError, max_bytes=MAX_MANIFEST_BYTES)
+        except OSError as e:
+            raise BundleError(f"{manifest_path}: unreadable: {e}") from e
         manifest = Manifest.from_dict(data, where=str(manifest_path))
         bundle = cls(root, manifest, source)
         if verify:
             bundle.verify_files()
+            bundle.check()
         return bundle
+
+    def check(self) -> None:
+        """The manifest against its artifacts' stamps and interfaces (fer_edge.bundle_check), as
+        `verify` checks it too: an edited manifest is refused here, before it can mislabel."""
+        from .bundle_check import check_bundle
+
+        problems = check_bundle(self)
+        if problems:
+            raise BundleError(f"{self.source}: the manifest does not match its artifacts: " + "; ".join(problems))
 
     def verify_files(self) -> None:
         for rel, entry in self.manifest.files.items():
@@ -147,6 +161,33 @@ def cache_dir() -> Path:
     return Path(base)
 
 
+def writable_cache(sub: str) -> Path:
+    """cache_dir()/sub, created; where that cannot be written (read-only, a file in the way), a
+    folder of this user's under the system's temporary folder instead, with a warning."""
+    wanted = cache_dir() / sub
+    try:
+        wanted.mkdir(parents=True, exist_ok=True)
+        if os.access(wanted, os.W_OK | os.X_OK):
+            return wanted
+        reason = "not writable"
+    except OSError as e:
+        reason = f"{type(e).__name__}: {e.strerror or e}"
+    uid = os.getuid() if hasattr(os, "getuid") else None
+    fallback = Path(tempfile.gettempdir()) / f"fer_edge-{uid if uid is not None else 'user'}" / sub
+    try:
+        fallback.parent.mkdir(mode=0o700, exist_ok=True)
+        st = fallback.parent.lstat()  # another user's folder (or link) there is not ours to unpack into
+        if not stat.S_ISDIR(st.st_mode) or (uid is not None and st.st_uid != uid):
+            raise OSError("not this user's folder")
+        fallback.mkdir(exist_ok=True)
+    except OSError:
+        fallback = Path(tempfile.mkdtemp(prefix="fer_edge-")) / sub
+        fallback.mkdir()
+    warnings.warn(f"fer_edge cache {wanted} cannot be used ({reason}); using {fallback} instead "
+                  "(set FER_EDGE_CACHE to a writable folder)", stacklevel=3)
+    return fallback
+
+
 def _unzip(path: Path) -> Path:
     """Unpack a zipped bundle into the cache (keyed by the zip's hash) after checking every entry."""
     if not zipfile.is_zipfile(path):
@@ -176,9 +217,12 @@ def _extract(path: Path) -> Path:
                 prefix = next(iter(tops)) + "/"
             else:
                 raise BundleError(f"{path}: no {MANIFEST} at the top of the zip")
-        target = cache_dir() / "bundles" / sha256_file(path)[:32]
+        total = sum(info.file_size for info in z.infolist())
+        if total > MAX_UNZIPPED_BYTES:
+            raise BundleError(f"{path}: its entries unpack to {total:,} bytes, more than a bundle holds "
+                              f"({MAX_UNZIPPED_BYTES:,}); refused before extracting")
+        target = writable_cache("bundles") / sha256_file(path)[:32]
         if not (target / MANIFEST).is_file():
-            target.parent.mkdir(parents=True, exist_ok=True)
             tmp = Path(tempfile.mkdtemp(dir=target.parent))
             try:
                 z.extractall(tmp)

@@ -537,10 +537,26 @@ def _command_line(args: argparse.Namespace) -> str:
     return " ".join(["fer-edge", *map(shlex.quote, args.argv)])
 
 
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE: what a shell reports for any tool whose reader left (| head)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
     args.argv = argv
+    try:
+        code = _run(args)
+        sys.stdout.flush()  # inside the try: a reader that left shows up here, not at interpreter exit
+        return code
+    except BrokenPipeError:
+        # The reader closed the pipe: stop quietly. Later writes (and the flush at exit) go nowhere.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        return EXIT_BROKEN_PIPE
+
+
+def _run(args: argparse.Namespace) -> int:
     try:
         return args.func(args)
     except ModuleNotFoundError as e:

@@ -8,7 +8,9 @@ with their paths, never dropped silently.
 from __future__ import annotations
 
 import csv
+import io
 import os
+import stat
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +19,7 @@ from typing import Sequence
 import numpy as np
 
 from .errors import DataError
+from .jpeg_check import MAX_PIXELS, check_jpeg
 from .labels import EMOTIONS, FER2013_CSV_CODES, FER2013_CSV_USAGE
 from .preprocess import resize
 
@@ -42,39 +45,106 @@ class FaceSet:
         return FaceSet(self.images[index], self.labels[index], [self.sources[i] for i in index], self.classes)
 
 
+MAX_IMAGE_BYTES = 64 << 20  # read into memory whole; no face crop or camera frame comes near it
+MAX_IMAGE_PIXELS = MAX_PIXELS  # decoded size cap (Pillow's own bomb check only warns below ~179 MP)
+
+
 def read_image(path: str | os.PathLike, *, check: bool = True) -> np.ndarray:
     """Read an image file as uint8: HxW for grayscale files, HxWx3 BGR otherwise.
 
-    check: walk a baseline JPEG's image data first (fer_edge.jpeg_check), because Pillow decodes
-    damaged data silently into a garbled face; a fault is a DataError naming the file.
+    Only regular files are read (a FIFO, device or folder is refused by `stat`, before opening),
+    of at most MAX_IMAGE_BYTES. Images deeper than 8 bits follow one rule: 16-bit integers are
+    scaled by their full range (v / 257, so 65535 -> 255); float images must hold values in [0, 1]
+    (x 255); any other range (32-bit integers, floats outside [0, 1]) is refused, since the range
+    the values were meant to span is unknown.
+
+    check: walk a JPEG's image data first (fer_edge.jpeg_check), because Pillow decodes damaged
+    data silently into a garbled face; a fault is a DataError naming the file.
     """
     try:
         from PIL import Image
     except ImportError as e:  # pragma: no cover - pillow is a core dependency
         raise DataError("reading image files needs Pillow: pip install pillow") from e
+    data = _read_regular_file(path)
     if check:
-        from .jpeg_check import jpeg_fault
-
-        try:
-            fault = jpeg_fault(path)
-        except FileNotFoundError as e:
-            raise DataError(f"image not found: {path}") from e
-        except OSError as e:
-            raise DataError(f"cannot read image {path}: {e}") from e
+        fault = check_jpeg(data)
         if fault:
             raise DataError(f"{path}: corrupt JPEG data ({fault}); the decoder would return a damaged image "
                             "(read it anyway with check=False, or --allow-corrupt on the command line)")
     try:
-        with Image.open(path) as im:
+        with Image.open(io.BytesIO(data)) as im:
+            if im.width * im.height > MAX_IMAGE_PIXELS:
+                raise DataError(f"{path}: {im.width}x{im.height} px is more than this reader decodes "
+                                f"({MAX_IMAGE_PIXELS:,} px)")
             im.load()
-            if im.mode in ("L", "I;16", "I", "F", "1", "P") and _is_gray(im):
+            if im.mode.startswith("I;16") or im.mode in ("I", "F"):
+                # Pillow widens 16-bit PNG / PGM samples to mode "I" (0..65535) in some versions and formats
+                sixteen = im.mode.startswith("I;16") or (im.mode == "I" and im.format in ("PNG", "PPM"))
+                return _deep_to_uint8(np.asarray(im), path, sixteen=sixteen)
+            if im.mode in ("L", "1", "P") and _is_gray(im):
                 return np.asarray(im.convert("L"), dtype=np.uint8)
             rgb = np.asarray(im.convert("RGB"), dtype=np.uint8)
             return np.ascontiguousarray(rgb[:, :, ::-1])
-    except FileNotFoundError as e:
-        raise DataError(f"image not found: {path}") from e
+    except DataError:
+        raise
     except Exception as e:  # Pillow raises many types for corrupt files
         raise DataError(f"cannot read image {path}: {e}") from e
+
+
+def _read_regular_file(path: str | os.PathLike) -> bytes:
+    """The file's bytes, if it is a regular file of at most MAX_IMAGE_BYTES. O_NONBLOCK and a second
+    check on the open descriptor: a FIFO swapped in after the stat still cannot block the read."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError as e:
+        raise DataError(f"image not found: {path}") from e
+    except (OSError, ValueError) as e:
+        raise DataError(f"cannot read image {path}: {e}") from e
+    _check_regular(path, st)
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    except OSError as e:
+        raise DataError(f"cannot read image {path}: {e}") from e
+    try:
+        _check_regular(path, os.fstat(fd))
+        with os.fdopen(fd, "rb", closefd=False) as f:
+            data = f.read(MAX_IMAGE_BYTES + 1)
+    except OSError as e:
+        raise DataError(f"cannot read image {path}: {e}") from e
+    finally:
+        os.close(fd)
+    if len(data) > MAX_IMAGE_BYTES:
+        raise DataError(f"{path}: larger than {MAX_IMAGE_BYTES >> 20} MiB; not an image this reader takes")
+    return data
+
+
+def _check_regular(path, st: os.stat_result) -> None:
+    if stat.S_ISDIR(st.st_mode):
+        raise DataError(f"{path} is a folder, not an image file")
+    if not stat.S_ISREG(st.st_mode):
+        kind = ("a FIFO (named pipe)" if stat.S_ISFIFO(st.st_mode) else "a device" if
+                stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode) else "a socket" if stat.S_ISSOCK(st.st_mode)
+                else "not a regular file")
+        raise DataError(f"{path} is {kind}; only regular image files are read")
+    if st.st_size > MAX_IMAGE_BYTES:
+        raise DataError(f"{path}: {st.st_size:,} bytes, larger than {MAX_IMAGE_BYTES >> 20} MiB; "
+                        "not an image this reader takes")
+
+
+def _deep_to_uint8(a: np.ndarray, path, *, sixteen: bool) -> np.ndarray:
+    """The documented rule for images deeper than 8 bits (see read_image)."""
+    if sixteen and a.dtype.kind in "iu" and (not a.size or (a.min() >= 0 and a.max() <= 65535)):
+        return ((a.astype(np.uint32) * 255 + 32767) // 65535).astype(np.uint8)
+    if a.dtype.kind == "f":
+        if not np.isfinite(a).all():
+            raise DataError(f"{path}: a float image with NaN or infinite values")
+        lo, hi = (float(a.min()), float(a.max())) if a.size else (0.0, 0.0)
+        if lo >= 0.0 and hi <= 1.0:
+            return np.rint(a.astype(np.float64) * 255).astype(np.uint8)
+        raise DataError(f"{path}: a float image with values in {lo:g}..{hi:g}; float images are read only in "
+                        "[0, 1] (the range other values were meant to span is unknown): save it as 8 or 16 bit")
+    raise DataError(f"{path}: a {8 * a.dtype.itemsize}-bit integer image ({a.dtype}); only 8- and 16-bit "
+                    "integer images are read (the range of wider ones is unknown): save it as 8 or 16 bit")
 
 
 def _is_gray(im) -> bool:

@@ -6,6 +6,7 @@ are kept (so a newer minor writer's extra fields survive a round trip) but never
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -16,6 +17,16 @@ from .preprocess import InputSpec
 
 FORMAT_NAME = "fer-edge-bundle"
 SCHEMA_VERSION = 1
+IDENTITY_FIELDS = ("name", "version", "labels", "input", "model")
+
+
+def identity_digest(manifest: Any) -> str:
+    """sha256 of the canonical JSON of the manifest's identity fields (name, version, labels, input,
+    model). Not of the whole manifest: that lists the artifacts' own hashes, which would make the
+    digest stamped into an artifact depend on the artifact itself."""
+    d = manifest.to_dict() if hasattr(manifest, "to_dict") else dict(manifest)
+    ident = {k: d.get(k) for k in IDENTITY_FIELDS}
+    return hashlib.sha256(json.dumps(ident, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -72,6 +83,8 @@ class Manifest:
         version = d.get("schema_version")
         if not isinstance(version, int) or isinstance(version, bool):
             raise BundleError(f"{where}: schema_version missing or not an integer")
+        if version < 1:
+            raise BundleError(f"{where}: schema_version {version} is not a version any fer_edge wrote (1..{SCHEMA_VERSION})")
         if version > SCHEMA_VERSION:
             raise BundleError(
                 f"{where}: schema_version {version} is newer than this fer_edge understands "
@@ -88,6 +101,8 @@ class Manifest:
         files = d["files"]
         if not isinstance(files, dict) or not all(isinstance(v, dict) and "sha256" in v for v in files.values()):
             raise BundleError(f"{where}: files must map each path to {{'sha256': ..., 'bytes': ...}}")
+        if not isinstance(d["artifacts"], list) or not isinstance(d["name"], str):
+            raise BundleError(f"{where}: name must be a string and artifacts a list")
         artifacts = []
         for a in d["artifacts"]:
             try:
@@ -105,6 +120,8 @@ class Manifest:
         labels = d["labels"]
         if not (isinstance(labels, list) and labels and all(isinstance(x, str) for x in labels)):
             raise BundleError(f"{where}: labels must be a non-empty list of strings")
+        if len(set(labels)) != len(labels):
+            raise BundleError(f"{where}: labels repeat ({labels}); each class needs its own name")
         heads = d.get("heads", {})
         if not isinstance(heads, dict) or not all(isinstance(h, dict) and "kind" in h for h in heads.values()):
             raise BundleError(f"{where}: heads must map each head name to an object with a 'kind'")

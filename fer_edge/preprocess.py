@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 from functools import lru_cache
-from typing import Any, Sequence
+from typing import Any, Iterable, Sequence
 
 import numpy as np
 
@@ -191,6 +191,10 @@ def preprocess(images: Sequence[Any], spec: InputSpec, *, names: Sequence[str] |
     """
     if images is None:
         raise InputError("images is None; expected a list of uint8 images")
+    if not isinstance(images, (np.ndarray, Sequence)):
+        if not isinstance(images, Iterable) or isinstance(images, (dict, set, frozenset)):
+            raise InputError(f"images is a {type(images).__name__}; expected a list of uint8 images")
+        images = list(images)  # a generator or other one-pass iterable: taken once, in order
     if isinstance(images, np.ndarray) and images.ndim not in (3, 4):
         raise InputError(
             f"a batch array must be N x H x W or N x H x W x C, got shape {images.shape}; "
@@ -198,6 +202,10 @@ def preprocess(images: Sequence[Any], spec: InputSpec, *, names: Sequence[str] |
         )
     if len(images) == 0:
         raise InputError("empty batch; expected at least one image")
+    if names is not None:
+        names = list(names)
+        if len(names) != len(images):
+            raise InputError(f"{len(names)} names for {len(images)} images; pass one name per image")
     batch = np.empty((len(images), 1, *spec.size), dtype=np.float32)
     for i, image in enumerate(images):
         what = names[i] if names is not None else f"image[{i}]"

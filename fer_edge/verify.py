@@ -2,6 +2,8 @@
 
 Checks, each reported as passed, failed or skipped (with the reason):
 - files: the sha256 of every file the manifest lists; files the manifest does not list;
+- manifest: the loader's consistency check (fer_edge.bundle_check: stamps, graph interface, labels,
+  temperatures), so verify never passes a bundle the loader refuses;
 - every backbone artifact: its stamped identity (the ONNX metadata / OpenVINO rt_info digest must
   be this manifest's `identity_digest`), then the golden inputs run through it: FP32 within the
   golden tolerance of the torch outputs, FP16/INT8 by top-1 agreement and embedding cosine against
@@ -14,7 +16,6 @@ An artifact whose backend cannot run here (TensorRT without a GPU, an engine of 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import platform
 from dataclasses import asdict, dataclass, field
@@ -23,21 +24,12 @@ from typing import Any
 import numpy as np
 
 from .errors import BundleError, FerEdgeError
+from .manifest import IDENTITY_FIELDS, identity_digest  # noqa: F401  (identity_digest: public here too)
 from .parity import TOLERANCE_KEYS, compare
 from .parity import problems as parity_problems
 
-IDENTITY_FIELDS = ("name", "version", "labels", "input", "model")
 DIGEST_KEY = "manifest_sha256"  # ONNX metadata_props `fer_edge.manifest_sha256`, OV rt_info fer_edge/manifest_sha256
 STATUSES = ("passed", "failed", "skipped")
-
-
-def identity_digest(manifest: Any) -> str:
-    """sha256 of the canonical JSON of the manifest's identity fields (name, version, labels, input,
-    model). Not of the whole manifest: that lists the artifacts' own hashes, which would make the
-    digest stamped into an artifact depend on the artifact itself."""
-    d = manifest.to_dict() if hasattr(manifest, "to_dict") else dict(manifest)
-    ident = {k: d.get(k) for k in IDENTITY_FIELDS}
-    return hashlib.sha256(json.dumps(ident, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
 def platform_tag() -> str:
@@ -91,6 +83,7 @@ def verify(bundle: Any) -> VerifyReport:
         bundle = Bundle.open(bundle, verify=False)
     report = VerifyReport(str(bundle.source))
     _check_files(bundle, report)
+    _check_manifest(bundle, report)
     golden = _golden(bundle, report)
     digest = identity_digest(bundle.manifest)
     for art in bundle.manifest.artifacts:
@@ -123,6 +116,18 @@ def _check_files(bundle, report: VerifyReport) -> None:
         report.add("files", "failed", "; ".join(problems), files=n)
     else:
         report.add("files", "passed", f"{n} files match their sha256", files=n)
+
+
+def _check_manifest(bundle, report: VerifyReport) -> None:
+    """The loader's own consistency check (fer_edge.bundle_check): what it refuses, verify fails."""
+    from .bundle_check import check_bundle
+
+    problems = check_bundle(bundle)
+    if problems:
+        report.add("manifest", "failed", "; ".join(problems))
+    else:
+        report.add("manifest", "passed", "labels, input spec, identity stamps and temperatures agree with the "
+                                         "artifacts (the check the loader runs on every open)")
 
 
 def _golden(bundle, report: VerifyReport) -> dict[str, np.ndarray] | None:

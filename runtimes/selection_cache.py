@@ -51,12 +51,18 @@ def cache_key(manifest_digest: str, machine: dict[str, Any]) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
+MAX_BYTES = 1 << 20  # 64 entries of ~1 KB
+
+
 def _read(path: Path) -> dict[str, Any]:
+    from ..errors import FerEdgeError
+    from ..jsonfile import read_json
+
     try:
-        data = json.loads(path.read_text())
+        data = read_json(path, error=FerEdgeError, max_bytes=MAX_BYTES)
     except FileNotFoundError:
         return {}
-    except (OSError, ValueError) as e:  # a corrupt cache is rebuilt, never trusted
+    except (OSError, FerEdgeError) as e:  # a corrupt (or hostile) cache is rebuilt, never trusted
         log.warning("fer_edge: ignoring unreadable selection cache %s: %s", path, e)
         return {}
     return data.get("entries", {}) if isinstance(data, dict) and isinstance(data.get("entries"), dict) else {}
@@ -77,8 +83,11 @@ def store(key: str, entry: dict[str, Any]) -> Path:
         entries = dict(list(entries.items())[-MAX_ENTRIES:])
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f"{FILE}.{os.getpid()}.{threading.get_ident()}.tmp")
-        tmp.write_text(json.dumps({"schema": 1, "entries": entries}, indent=1))
-        os.replace(tmp, path)
+        try:
+            tmp.write_text(json.dumps({"schema": 1, "entries": entries}, indent=1))
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)  # left only when the replace failed (selection.json a folder...)
     return path
 
 

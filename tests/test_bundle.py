@@ -395,8 +395,9 @@ def test_manifest_round_trip_keeps_unknown_keys(bundle_dir):
 
 def test_manifest_older_schema_accepted(bundle_dir):
     d = json.loads((bundle_dir / MANIFEST).read_text())
-    d["schema_version"] = SCHEMA_VERSION - 1
-    assert Manifest.from_dict(d).schema_version == SCHEMA_VERSION - 1
+    for version in range(1, SCHEMA_VERSION + 1):  # every version written so far (0 and below never were)
+        d["schema_version"] = version
+        assert Manifest.from_dict(d).schema_version == version
 
 
 def test_manifest_where_is_in_messages():

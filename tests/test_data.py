@@ -394,3 +394,23 @@ def test_real_fer2013_test_split_reads(fer2013):
     assert fs.images.std() > 10  # real faces, not blank frames
     via_dispatch = load_dataset(fer2013, "test", limit_per_class=3)
     np.testing.assert_array_equal(via_dispatch.images, fs.images)
+
+
+def test_jpeg_walk_holds_no_state_for_a_header_claiming_billions_of_pixels(tmp_path):
+    """A progressive JPEG's header may claim 60000 x 60000 px in a few KB: the walk keeps per-block
+    state, so it must not size that state from the header; the reader refuses the size instead."""
+    import io
+
+    from PIL import Image
+
+    from fer_edge.jpeg_check import check_jpeg
+
+    buf = io.BytesIO()
+    Image.fromarray(np.zeros((16, 16), np.uint8)).save(buf, format="JPEG", progressive=True)
+    data = bytearray(buf.getvalue())
+    sof = data.index(b"\xff\xc2")
+    data[sof + 5 : sof + 9] = (60000).to_bytes(2, "big") * 2
+    assert check_jpeg(bytes(data)) is None  # not walked
+    (tmp_path / "huge.jpg").write_bytes(bytes(data))
+    with pytest.raises(DataError, match=r"60000x60000 px|3600000000 pixels"):  # ours, or Pillow's bomb check
+        read_image(tmp_path / "huge.jpg")

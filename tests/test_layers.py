@@ -19,7 +19,8 @@ LAYERS = ("core", "runtimes", "api", "train", "export", "cli")
 SUBPACKAGES = {"fer_edge.runtimes": "runtimes", "fer_edge.train": "train", "fer_edge.export": "export"}
 MODULES = {
     **dict.fromkeys(["errors", "_version", "labels", "types", "preprocess", "manifest", "formats", "metrics",
-                     "probabilities", "data", "bundle", "jpeg_check", "calibration", "parity", "tta"], "core"),
+                     "probabilities", "data", "bundle", "jpeg_check", "calibration", "parity", "tta",
+                     "jsonfile", "artifact_info", "bundle_check"], "core"),
     **dict.fromkeys(["fer_edge", "recognizer", "evaluate", "verify", "detect", "video", "profile", "demo", "info"],
                     "api"),
     "cli": "cli",

@@ -462,10 +462,9 @@ def load_fitted_head(folder: str | os.PathLike) -> tuple[EmbeddingHead, dict[str
     path = folder / "head.json"
     if not path.is_file():
         raise InputError(f"no head.json in {folder}; fit one with `fer-edge fit-head`")
-    try:
-        meta = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise InputError(f"{path}: not valid JSON: {e}") from e
+    from ..jsonfile import read_json
+
+    meta = read_json(path, error=InputError)
     validate_head_json(meta, folder)
     return HEADS[meta["kind"]].load(folder, meta), meta
 

@@ -18,6 +18,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from ..errors import InputError, RuntimeUnavailableError
+from ..jsonfile import read_json
 from ..labels import relabel
 from ..metrics import classification_report, one_vs_rest_roc, roc_auc, scores_report  # noqa: F401 (re-exported)
 from ..probabilities import softmax
@@ -253,7 +254,7 @@ def make_report(run: str | os.PathLike, data: str | os.PathLike, split: str | No
     heads: dict[str, Any] = {}
     for head_json in sorted(run_dir.glob("heads/*/head.json")):
         folder = head_json.parent
-        meta = json.loads(head_json.read_text())
+        meta = read_json(head_json, error=InputError)
         entry = {"kind": meta.get("kind"), "folder": str(folder), "val": meta.get("val"),
                  "exportable": meta.get("exportable"), "params": meta.get("params")}
         if meta.get("model"):

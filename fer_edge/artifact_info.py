@@ -1,0 +1,140 @@
+"""What an ONNX or OpenVINO IR file says about itself, read without ONNX or OpenVINO: the
+`fer_edge` identity stamp the exporter wrote into it, and the names and shapes of the graph's
+inputs and outputs. The loader checks these against the manifest on every open (a walk over the
+file's top-level protobuf fields or its XML, milliseconds), so an edited manifest is refused
+before it can relabel a model's outputs.
+"""
+
+from __future__ import annotations
+
+import os
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass, field
+
+Shape = tuple  # ints; -1 where a dimension is dynamic
+
+
+class Unreadable(Exception):
+    """The file is not the format its artifact entry claims (the backend says so when loading)."""
+
+
+@dataclass
+class GraphInfo:
+    stamp: dict[str, str] = field(default_factory=dict)  # fer_edge metadata: manifest_sha256, labels, input...
+    inputs: dict[str, Shape] = field(default_factory=dict)
+    outputs: dict[str, Shape] = field(default_factory=dict)
+
+
+def read_info(path: str | os.PathLike, fmt: str) -> GraphInfo | None:
+    """The stamp and graph interface of an artifact; None for formats that carry neither (engines)."""
+    try:
+        if fmt == "onnx":
+            with open(path, "rb") as f:
+                return _onnx(memoryview(f.read()))
+        if fmt == "openvino":
+            return _openvino(path)
+    except (IndexError, ValueError, ET.ParseError, UnicodeDecodeError) as e:
+        raise Unreadable(f"{type(e).__name__}: {str(e)[:120]}") from None
+    return None
+
+
+# --- ONNX: just enough protobuf to reach ModelProto.metadata_props and the graph's inputs/outputs --------------
+
+def _varint(buf: memoryview, i: int) -> tuple[int, int]:
+    value, shift = 0, 0
+    while True:
+        b = buf[i]
+        value |= (b & 0x7F) << shift
+        i += 1
+        if b < 0x80:
+            return value, i
+        shift += 7
+        if shift > 63:
+            raise ValueError("varint too long")
+
+
+def _fields(buf: memoryview, start: int, end: int):
+    """(field number, value): an int for varints, a (start, end) span for length-delimited fields."""
+    i = start
+    while i < end:
+        key, i = _varint(buf, i)
+        num, wire = key >> 3, key & 7
+        if wire == 0:
+            value, i = _varint(buf, i)
+            yield num, value
+        elif wire == 2:
+            n, i = _varint(buf, i)
+            if i + n > end:
+                raise ValueError("field runs past its message")
+            yield num, (i, i + n)
+            i += n
+        elif wire == 1:
+            i += 8
+        elif wire == 5:
+            i += 4
+        else:
+            raise ValueError(f"wire type {wire}: not a protobuf message")
+    if i != end:
+        raise ValueError("message ends inside a field")
+
+
+def _text(buf: memoryview, span: tuple[int, int]) -> str:
+    return bytes(buf[span[0] : span[1]]).decode("utf-8")
+
+
+def _onnx(buf: memoryview) -> GraphInfo:
+    info = GraphInfo()
+    graph = None
+    for num, value in _fields(buf, 0, len(buf)):
+        if num == 7 and isinstance(value, tuple):  # ModelProto.graph
+            graph = value
+        elif num == 14 and isinstance(value, tuple):  # metadata_props: StringStringEntryProto
+            entry = {k: _text(buf, v) for k, v in _fields(buf, *value) if isinstance(v, tuple)}
+            key = {1: "key", 2: "value"}
+            entry = {key[k]: v for k, v in entry.items() if k in key}
+            if entry.get("key", "").startswith("fer_edge."):
+                info.stamp[entry["key"][len("fer_edge."):]] = entry.get("value", "")
+    if graph is None:
+        raise ValueError("no graph in the model")
+    for num, value in _fields(buf, *graph):
+        if num in (11, 12) and isinstance(value, tuple):  # GraphProto.input / output: ValueInfoProto
+            name, shape = _value_info(buf, value)
+            (info.inputs if num == 11 else info.outputs)[name] = shape
+    return info
+
+
+def _value_info(buf: memoryview, span: tuple[int, int]) -> tuple[str, Shape]:
+    name, dims = "", []
+    for num, value in _fields(buf, *span):
+        if num == 1:
+            name = _text(buf, value)
+        elif num == 2:  # TypeProto -> tensor_type (1) -> shape (2) -> dim (1) -> dim_value (1) | dim_param (2)
+            for n1, tensor in _fields(buf, *value):
+                if n1 != 1:
+                    continue
+                for n2, shape in _fields(buf, *tensor):
+                    if n2 != 2:
+                        continue
+                    for n3, dim in _fields(buf, *shape):
+                        if n3 == 1:
+                            d = dict(_fields(buf, *dim))
+                            dims.append(d[1] if isinstance(d.get(1), int) else -1)
+    return name, tuple(dims)
+
+
+# --- OpenVINO IR: the XML holds the interface (port dims) and rt_info ------------------------------------------
+
+def _openvino(path) -> GraphInfo:
+    info = GraphInfo()
+    root = ET.parse(path).getroot()
+    for layer in root.iter("layer"):
+        kind = layer.get("type")
+        for port in layer.iterfind("output/port"):
+            names = [n.strip() for n in (port.get("names") or "").split(",") if n.strip()]
+            shape = tuple(int(d.text) for d in port.iterfind("dim"))
+            for n in names:
+                (info.inputs if kind == "Parameter" else info.outputs)[n] = shape
+    stamp = root.find("rt_info/fer_edge")
+    if stamp is not None:
+        info.stamp = {child.tag: child.get("value", "") for child in stamp}
+    return info
