@@ -170,6 +170,8 @@ def pnnx_convert(onnx_path: Path, work: Path, size: tuple[int, int]) -> Path | N
     import pnnx
 
     exe = Path(pnnx.__file__).with_name("pnnx")
+    work = work / "ncnn"
+    work.mkdir(exist_ok=True)
     dst = work / onnx_path.name
     shutil.copy(onnx_path, dst)
     r = subprocess.run([str(exe), dst.name, f"inputshape=[1,1,{size[0]},{size[1]}]"], cwd=work, capture_output=True,
