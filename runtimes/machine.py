@@ -48,3 +48,17 @@ def machine_info() -> dict[str, object]:
         except metadata.PackageNotFoundError:
             pass
     return {"cpu": cpu_model(), "vendor": cpu_vendor(), "cores": cpu_count(), "arch": platform.machine(), **versions}
+
+
+def cpu_class() -> str:
+    """The CPU class that decides which artifact is fastest (INT8 pays off with VNNI, not with AVX2 alone)."""
+    flags = set((_cpuinfo().get("flags") or _cpuinfo().get("Features") or "").split())
+    if "avx512_vnni" in flags:
+        return "x86-64 AVX-512 VNNI"
+    if "avx_vnni" in flags:
+        return "x86-64 AVX-VNNI"
+    if "avx2" in flags:
+        return "x86-64 AVX2 (no VNNI)"
+    if "asimddp" in flags:
+        return f"{platform.machine()} NEON dot-product"
+    return platform.machine() or "unknown"

@@ -1,16 +1,18 @@
 """Which backend runs a bundle: an explicit name, `auto` (ranked) or `fastest` (timed, cached).
 
 - explicit: that backend or an error; never another one.
-- auto: measured. Each usable backend is timed briefly (AUTO_RUNS calls, batch 1, the bundle's
-  golden crop) at the precision precision="auto" gives it (INT8 where it passed its accuracy
-  gate, as for an explicit backend) and the fastest wins; the choice is cached per bundle and
-  machine (`selection_cache`). Only where timing is disabled
+- auto: measured. Every usable (backend, precision) pair the bundle ships and the accuracy gate
+  passed, FP32 included, is timed briefly (AUTO_RUNS calls, batch 1, the bundle's golden crop).
+  The fastest wins, unless another pair is within the timing noise of it (`within_noise`) and
+  more accurate on val (the manifest's `evaluation.val`): then that one is served, since the
+  speed difference is not real and the accuracy difference is. The choice is cached per bundle
+  and machine (`selection_cache`). Only where timing is disabled
   (FER_EDGE_AUTO=order) or impossible (a usable backend would first have to build a device engine)
   does auto take the fixed order of `Backend.preference()`: the first usable backend that loads.
   Every backend passed over is recorded with the reason. `strict=True`: a usable backend that
   then fails to load is an error, not a reason to try the next.
-- fastest: the same code timing every (backend, precision) pair with more runs (TIMING_RUNS);
-  `refresh=True` re-times (both strategies).
+- fastest: the same code timing every pair with more runs (TIMING_RUNS) and keeping the strictly
+  fastest; `refresh=True` re-times (both strategies).
 """
 
 from __future__ import annotations
@@ -39,6 +41,20 @@ AUTO_WARMUP = 2
 AUTO_RUNS = 10
 AUTO_PAIR_BUDGET_S = 0.2  # and at most this long per pair (at least 3 runs): a big model cannot stall startup
 AUTO_ENV = "FER_EDGE_AUTO"
+# Within noise: two medians differ by no more than the larger interquartile range of the two pairs'
+# runs, bounded below by NOISE_FLOOR (pairs are timed one after another, so a shared machine's load
+# drifts between them more than within one pair's runs) and above by NOISE_CAP (never serve a pair
+# more than 10 % slower than the fastest for accuracy).
+NOISE_FLOOR = 0.03
+NOISE_CAP = 0.10
+# Part of auto's cache key: choices made under an older rule (one precision per backend) are re-decided.
+AUTO_RULE = "every-pair/noise-then-val-accuracy/1"
+
+
+@dataclass(frozen=True)
+class Timing:
+    median_ms: float
+    spread_ms: float = 0.0  # interquartile range of the timed calls
 
 
 @dataclass
@@ -49,7 +65,7 @@ class Selection:
     path: Path
     reason: str = ""
     skipped: dict[str, str] = field(default_factory=dict)
-    timings_ms: dict[str, float] = field(default_factory=dict)  # fastest only: "backend/precision" -> median ms
+    timings_ms: dict[str, float] = field(default_factory=dict)  # measured only: "backend/precision" -> median ms
     cache: str | None = None  # measured only: "hit", "miss" or "refresh"
     decision: dict[str, Any] = field(default_factory=dict)  # auto/fastest: how it decided and what that cost
 
@@ -200,13 +216,13 @@ def _untimeable(bundle, precision: str) -> str | None:
 
 
 def select_auto(bundle, *, precision: str, threads, device, strict: bool, refresh: bool) -> Selection:
-    """Measured: the fastest usable pair on a short timing (cached like `fastest`); the fixed order
+    """Measured: every usable pair on a short timing, served by `choose` (cached like `fastest`); the fixed order
     only where timing is disabled (FER_EDGE_AUTO=order) or impossible (see `_untimeable`)."""
     t0 = time.perf_counter()
     why_not = "disabled by FER_EDGE_AUTO=order" if auto_mode() == "order" else _untimeable(bundle, precision)
     if why_not is None:
         sel = _select_measured(bundle, "auto", precision=precision, threads=threads, device=device, strict=strict,
-                               refresh=refresh, warmup=AUTO_WARMUP, runs=AUTO_RUNS, every_precision=False,
+                               refresh=refresh, warmup=AUTO_WARMUP, runs=AUTO_RUNS, prefer_accurate=True,
                                budget_s=AUTO_PAIR_BUDGET_S)
     else:
         sel = _select_ordered(bundle, precision=precision, threads=threads, device=device, strict=strict)
@@ -217,9 +233,9 @@ def select_auto(bundle, *, precision: str, threads, device, strict: bool, refres
 
 
 def time_backend(backend: Backend, x: np.ndarray, *, warmup: int = TIMING_WARMUP, runs: int = TIMING_RUNS,
-                 budget_s: float | None = None) -> float:
-    """Median milliseconds of `runs` calls after `warmup` calls; with `budget_s`, stop once that
-    much time has gone by and at least 3 calls were timed."""
+                 budget_s: float | None = None) -> Timing:
+    """Median and interquartile range (ms) of `runs` calls after `warmup` calls; with `budget_s`,
+    stop once that much time has gone by and at least 3 calls were timed."""
     start = time.perf_counter()
     for _ in range(warmup):
         backend.run(x)
@@ -232,11 +248,12 @@ def time_backend(backend: Backend, x: np.ndarray, *, warmup: int = TIMING_WARMUP
         times.append(time.perf_counter() - t0)
         if budget_s is not None and len(times) >= 3 and time.perf_counter() - start > budget_s:
             break
-    return float(np.median(times) * 1000)
+    q1, med, q3 = np.percentile(np.asarray(times) * 1000, [25, 50, 75])
+    return Timing(float(med), float(q3 - q1))
 
 
-def time_selection(sel: Selection, x: np.ndarray, *, warmup: int, runs: int, budget_s: float | None = None) -> float:
-    """Median ms of one loaded (backend, precision) pair: the one place auto/fastest measure
+def time_selection(sel: Selection, x: np.ndarray, *, warmup: int, runs: int, budget_s: float | None = None) -> Timing:
+    """Median and spread of one loaded (backend, precision) pair: the one place auto/fastest measure
     (tests pin it to make an order explicit instead of depending on this machine's speed)."""
     return time_backend(sel.backend, x, warmup=warmup, runs=runs, budget_s=budget_s)
 
@@ -255,17 +272,56 @@ def timing_input(bundle) -> tuple[np.ndarray, str]:
                                            dtype=np.float32), "noise"
 
 
+def noise_ms(a: Timing, b: Timing) -> float:
+    """How far apart two pairs' medians may be and still be the same speed (NOISE_FLOOR, NOISE_CAP)."""
+    fast = min(a.median_ms, b.median_ms)
+    return min(max(a.spread_ms, b.spread_ms, NOISE_FLOOR * fast), NOISE_CAP * fast)
+
+
+def within_noise(t: Timing, fastest: Timing) -> bool:
+    return t.median_ms - fastest.median_ms <= noise_ms(t, fastest)
+
+
+def val_accuracy(bundle, name: str, precision: str) -> float | None:
+    """The artifact's accuracy on val from the manifest (a device-built engine: its ONNX source's);
+    val, never test: selection must not be tuned on the test split."""
+    val = bundle.manifest.evaluation.get("val") or {}
+    fmt = BACKENDS[name].format
+    for key in (f"{fmt}/{precision}", *((f"onnx/{precision}",) if FORMATS[fmt].built_on_device else ())):
+        acc = (val.get(key) or {}).get("accuracy")
+        if isinstance(acc, (int, float)):
+            return float(acc)
+    return None
+
+
+def choose(timings: dict[str, Timing], accuracy: dict[str, float | None], *,
+           prefer_accurate: bool) -> tuple[str, str]:
+    """The pair to serve and why: the fastest, or (prefer_accurate) the most accurate pair on val of
+    those within the noise of it. A pair without a val figure never displaces one."""
+    fastest = min(timings, key=lambda p: timings[p].median_ms)
+    why = f"the fastest of {len(timings)} pairs"
+    base = accuracy.get(fastest)
+    if not prefer_accurate or base is None:
+        return fastest, why
+    better = [p for p in timings if within_noise(timings[p], timings[fastest])
+              and (accuracy.get(p) or -1.0) > base]
+    if not better:
+        return fastest, why
+    pick = max(better, key=lambda p: (accuracy[p], -timings[p].median_ms))
+    return pick, (f"within the timing noise ({noise_ms(timings[pick], timings[fastest]):.3f} ms) of the fastest, "
+                  f"{fastest} at {timings[fastest].median_ms:.3f} ms, and more accurate on val "
+                  f"({accuracy[pick] * 100:.2f} vs {base * 100:.2f} %)")
+
+
 def _select_measured(bundle, strategy: str, *, precision: str, threads, device, strict: bool, refresh: bool,
-                     warmup: int, runs: int, every_precision: bool, budget_s: float | None = None) -> Selection:
-    """Time usable (backend, precision) pairs at batch 1 and keep the fastest; the result is cached
-    per bundle manifest sha256 + machine fingerprint (+ strategy for auto, which times fewer pairs).
-    every_precision: time every precision each backend may use; else only the one that
-    precision="auto" gives that backend (INT8 where it passed its accuracy gate)."""
+                     warmup: int, runs: int, prefer_accurate: bool, budget_s: float | None = None) -> Selection:
+    """Time every usable (backend, precision) pair at batch 1 and serve what `choose` says; the
+    result is cached per bundle manifest sha256 + machine fingerprint (+ strategy and rule for auto)."""
     probes = probe_all()
     digest = selection_cache.manifest_sha256(bundle)
     machine = selection_cache.fingerprint(probes, threads=threads, device=device, precision=precision)
     if strategy != "fastest":  # fastest's keys stay as they were
-        machine["strategy"] = strategy
+        machine.update(strategy=strategy, rule=AUTO_RULE)
     key = selection_cache.cache_key(digest, machine)
     entry = None if refresh else selection_cache.lookup(key)
     if entry is not None:
@@ -277,20 +333,21 @@ def _select_measured(bundle, strategy: str, *, precision: str, threads, device, 
         else:
             sel.timings_ms, sel.skipped, sel.cache = entry.get("timings_ms", {}), entry.get("skipped", {}), "hit"
             pair = f"{sel.name}/{sel.precision}"
-            sel.reason = (f"{strategy}: {pair} at {sel.timings_ms.get(pair, 0):.3f} ms per batch-1 call, the fastest "
-                          f"of {len(sel.timings_ms)} pairs timed {entry.get('created', '?')} by "
+            sel.reason = (f"{strategy}: {pair} at {sel.timings_ms.get(pair, 0):.3f} ms per batch-1 call, "
+                          f"{entry.get('why', 'the fastest')}, timed {entry.get('created', '?')} by "
                           f"{entry.get('strategy', 'fastest')} (cached in {selection_cache.cache_path()})")
             sel.decision = {"method": "measured", "cache": "hit", "timed": sorted(sel.timings_ms),
                             "input": entry.get("input", "noise"), "runs": entry.get("runs", TIMING_RUNS),
                             "why": "this bundle was already timed on this machine"}
+            sel.decision.update({k: entry[k] for k in ("spread_ms", "val_accuracy", "rule") if k in entry})
             return sel
     skipped: dict[str, str] = {}
-    timings: dict[str, float] = {}
-    best: Selection | None = None
+    timings: dict[str, Timing] = {}
+    accuracy: dict[str, float | None] = {}
+    loaded: dict[str, Selection] = {}
     x, source = timing_input(bundle)
     for name in _candidates(bundle, precision, skipped):
-        precs = candidate_precisions(bundle, BACKENDS[name], precision)
-        for prec in precs if every_precision else [pick_precision(bundle, BACKENDS[name], precision)]:
+        for prec in candidate_precisions(bundle, BACKENDS[name], precision):
             pair = f"{name}/{prec}"
             try:
                 sel = load(bundle, name, prec, threads=threads, device=device)
@@ -301,21 +358,30 @@ def _select_measured(bundle, strategy: str, *, precision: str, threads, device, 
                                                   f"{_failure(e)}") from e
                 skipped[pair] = f"failed: {_failure(e)}"
                 continue
-            if best is None or timings[pair] < timings[f"{best.name}/{best.precision}"]:
-                best = sel  # the losers are dropped as we go: only one loaded model is kept
-    if best is None:
+            accuracy[pair], loaded[pair] = val_accuracy(bundle, name, prec), sel
+            # keep loaded only what can still be served: the fastest so far, and (auto) pairs within the cap
+            fast = min(t.median_ms for t in timings.values())
+            limit = fast * (1 + NOISE_CAP) if prefer_accurate else fast
+            loaded = {p: s for p, s in loaded.items() if timings[p].median_ms <= limit}
+    if not timings:
         raise _none_usable(bundle, skipped)
-    winner = f"{best.name}/{best.precision}"
-    timings = {k: round(v, 4) for k, v in timings.items()}
-    best.timings_ms, best.skipped, best.cache = timings, skipped, "refresh" if refresh else "miss"
-    best.reason = (f"{strategy}: {winner} at {timings[winner]:.3f} ms per batch-1 call, the fastest of "
-                   f"{len(timings)} pairs, median of {runs} on a {source} (timed now, threads={threads or 'default'})")
-    best.decision = {"method": "measured", "cache": best.cache, "timed": sorted(timings), "input": source,
-                     "runs": runs, "budget_s_per_pair": budget_s, "why": "re-timed on request (refresh=True)" if refresh else
-                     "first use of this bundle on this machine"}
-    selection_cache.store_quietly(key, {"backend": best.name, "precision": best.precision, "timings_ms": timings,
+    winner, why = choose(timings, accuracy, prefer_accurate=prefer_accurate)
+    best = loaded[winner]
+    medians = {k: round(v.median_ms, 4) for k, v in timings.items()}
+    spreads = {k: round(v.spread_ms, 4) for k, v in timings.items()}
+    best.timings_ms, best.skipped, best.cache = medians, skipped, "refresh" if refresh else "miss"
+    best.reason = (f"{strategy}: {winner} at {medians[winner]:.3f} ms per batch-1 call, {why}, median of {runs} on "
+                   f"a {source} (timed now, threads={threads or 'default'})")
+    best.decision = {"method": "measured", "cache": best.cache, "timed": sorted(medians), "input": source,
+                     "runs": runs, "budget_s_per_pair": budget_s, "spread_ms": spreads, "why": "re-timed on request "
+                     "(refresh=True)" if refresh else "first use of this bundle on this machine"}
+    if prefer_accurate:
+        best.decision.update(val_accuracy=accuracy, rule=AUTO_RULE)
+    selection_cache.store_quietly(key, {"backend": best.name, "precision": best.precision, "timings_ms": medians,
                                 "skipped": skipped, "manifest_sha256": digest, "bundle": bundle.name, "machine": machine,
-                                "strategy": strategy, "runs": runs, "input": source,
+                                "strategy": strategy, "runs": runs, "input": source, "why": why, **{
+                                    k: best.decision[k] for k in ("spread_ms", "val_accuracy", "rule")
+                                    if k in best.decision},
                                 "created": datetime.now(timezone.utc).isoformat(timespec="seconds")})
     return best
 
@@ -323,7 +389,7 @@ def _select_measured(bundle, strategy: str, *, precision: str, threads, device, 
 def select_fastest(bundle, *, precision: str, threads, device, strict: bool, refresh: bool) -> Selection:
     t0 = time.perf_counter()
     sel = _select_measured(bundle, "fastest", precision=precision, threads=threads, device=device, strict=strict,
-                           refresh=refresh, warmup=TIMING_WARMUP, runs=TIMING_RUNS, every_precision=True)
+                           refresh=refresh, warmup=TIMING_WARMUP, runs=TIMING_RUNS, prefer_accurate=False)
     sel.decision["seconds"] = round(time.perf_counter() - t0, 4)
     return sel
 

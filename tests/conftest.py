@@ -155,7 +155,7 @@ def pin_timings(monkeypatch, table: dict[str, float], default: float = 5.0) -> d
     from fer_edge.runtimes import selection
 
     monkeypatch.setattr(selection, "time_selection",
-                        lambda sel, x, **kw: table.get(f"{sel.name}/{sel.precision}", default))
+                        lambda sel, x, **kw: selection.Timing(table.get(f"{sel.name}/{sel.precision}", default)))
     return table
 
 

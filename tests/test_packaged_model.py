@@ -86,6 +86,30 @@ def test_card_and_manifest_record_how_it_was_made(name):
         assert key in card and all(r["tta"] == mode and "ece" in r for r in m.evaluation[key]["runs"].values())
 
 
+@pytest.mark.parametrize("name", PACKAGED)
+def test_card_says_which_model_to_pick_per_cpu_class(name):
+    bundle = Bundle.open(name)
+    classes = bundle.manifest.extra["cpu_classes"]
+    assert {"x86-64 AVX2 (no VNNI)", "x86-64 AVX-512 VNNI"} <= set(classes)
+    card = (bundle.root / "MODEL_CARD.md").read_text()
+    assert "## Which model for which CPU" in card
+    for cls, e in classes.items():
+        assert set(e["models"]) == set(PACKAGED) and e["command"].startswith("python benchmarks/peers.py")
+        row = next(line for line in card.splitlines() if line.startswith(f"| {cls} |"))
+        assert f"{e['models'][name]['ms_per_crop']:.3f}" in row and e["command"] in row
+
+
+def test_pick_takes_the_most_accurate_model_within_fers_time():
+    from fer_edge.export.card import pick
+
+    e = {"fer_ms_per_crop": 1.0, "models": {"a": {"ms_per_crop": 0.5, "accuracy": 0.65},
+                                            "b": {"ms_per_crop": 1.04, "accuracy": 0.68},
+                                            "c": {"ms_per_crop": 20.0, "accuracy": 0.71}}}
+    assert pick(e).startswith("`b` for `fer`'s time") and "`c` for +3.0 pp at 19.2x its time" in pick(e)
+    e["fer_ms_per_crop"] = 0.4
+    assert pick(e).startswith("`a` is the fastest, and slower than `fer` here")
+
+
 def test_recognizer_with_no_arguments_predicts_the_samples():
     rec = fer_edge.Recognizer()
     assert rec.manifest.name == "tiny"

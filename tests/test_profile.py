@@ -132,3 +132,45 @@ def test_plot_without_matplotlib_writes_svg_or_says_what_to_install(tmp_path, mo
     assert text.startswith("<svg") and text.count("<rect") == 2 and "onnxruntime int8 in_graph b1 t1" in text
     with pytest.raises(RuntimeUnavailableError, match="matplotlib"):
         plot(result, tmp_path / "p.png")
+
+
+# --- models side by side (`fer-edge profile --models`) -------------------------------------------------
+
+
+def test_cli_profile_models_prints_ms_per_crop_beside_recorded_accuracy(tmp_path, capsys):
+    from fer_edge.bundle import Bundle
+    from fer_edge.cli import main
+
+    out = tmp_path / "models.json"
+    assert main(["profile", "--models", "tiny,nano", "--backends", "onnxruntime", "--threads", "1", "--runs", "3",
+                 "--warmup", "1", "--json", str(out)]) == 0
+    printed = capsys.readouterr().out
+    data = json.loads(out.read_text())
+    assert [(r["model"], r["backend"], r["threads"]) for r in data["rows"]] == [("tiny", "onnxruntime", 1),
+                                                                               ("nano", "onnxruntime", 1)]
+    for r in data["rows"]:
+        runs = Bundle.open(r["model"]).manifest.evaluation["fer2013/test"]["runs"]
+        assert r["recorded"] == {"split": "fer2013 test", **{k: runs[f"onnxruntime/{r['precision']}"][k]
+                                                             for k in ("accuracy", "macro_f1")}}
+        assert 0 < r["ms_per_crop"]["p50"] <= r["ms_per_crop"]["p95"]
+        assert f"{r['recorded']['accuracy'] * 100:7.2f}%" in printed
+    assert data["machine"]["cpu_class"] in printed and data["command"].startswith("fer-edge profile --models")
+
+
+def test_profile_models_falls_back_to_val_figures_and_refuses_what_it_cannot_compare(tmp_path):
+    import shutil
+
+    from fer_edge.bundle import PACKAGED_DIR, Bundle
+    from fer_edge.cli import main
+    from fer_edge.profile import compare_models, recorded_accuracy
+
+    m = Bundle.open(shutil.copytree(PACKAGED_DIR / "nano", tmp_path / "nano")).manifest
+    del m.evaluation["fer2013/test"]
+    assert recorded_accuracy(m, "openvino", "int8") == {"split": "val", **{
+        k: m.evaluation["val"]["openvino/int8"][k] for k in ("accuracy", "macro_f1")}}
+    assert recorded_accuracy(m, "openvino", "fp16") is None
+    with pytest.raises(InputError, match="at least one model"):
+        compare_models(())
+    with pytest.raises(InputError, match="runs must be"):
+        compare_models(("nano",), runs=1)
+    assert main(["profile", "--models", "nano", "--backends", "all"]) == 1  # InputError: one pair per model

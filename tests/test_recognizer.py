@@ -96,7 +96,8 @@ def test_auto_reports_what_it_chose_and_why(tiny_bundle, monkeypatch):
     d = rec.describe()
     assert d["backend"] in BACKENDS and d["precision"] in ("int8", "fp32")
     assert "auto" in d["reason"] and d["artifact"].endswith(".onnx" if d["backend"] == "onnxruntime" else ".xml")
-    assert d["decision"]["method"] == "measured" and d["timings_ms"][f"{d['backend']}/{d['precision']}"] == min(
+    # the fastest, or a more accurate pair within the timing noise of it (never more than 10 % slower)
+    assert d["decision"]["method"] == "measured" and d["timings_ms"][f"{d['backend']}/{d['precision']}"] <= 1.1 * min(
         d["timings_ms"].values())
 
 

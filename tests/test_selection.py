@@ -105,7 +105,7 @@ def test_auto_skips_a_backend_that_imports_and_probes_usable_but_cannot_load(bun
     with caplog.at_level(logging.INFO, logger="fer_edge"):
         rec = fer_edge.Recognizer(bundle_dir)
     d = rec.describe()
-    assert broken.loads == 1 and (rec.backend, rec.precision) == ("onnxruntime", "int8")  # measured, any vendor
+    assert broken.loads == 2 and (rec.backend, rec.precision) == ("onnxruntime", "int8")  # each pair, any vendor
     assert d["skipped"]["broken/int8"] == "failed: RuntimeError: simulated: provider failed to initialise"
     assert d["reason"].startswith("auto: onnxruntime/int8 at 0.200 ms") and d["decision"]["cache"] == "miss"
     assert any(rec.backend in r.getMessage() and "auto" in r.getMessage() for r in caplog.records)
@@ -125,24 +125,90 @@ def test_auto_in_fixed_order_skips_what_cannot_load(bundle_dir, register, monkey
     assert d["decision"]["method"] == "fixed order" and "FER_EDGE_AUTO=order" in d["reason"]
 
 
-def test_auto_measures_each_backend_once_per_bundle_and_machine(bundle_dir, monkeypatch):
+def test_auto_measures_every_pair_once_per_bundle_and_machine(bundle_dir, monkeypatch):
     pin_timings(monkeypatch, {"openvino/fp32": 0.1, "openvino/int8": 0.3, "onnxruntime/fp32": 0.05,
                               "onnxruntime/int8": 0.2})
     d = fer_edge.Recognizer(bundle_dir).describe()
     usable = ["onnxruntime"] + (["openvino"] if BACKENDS["openvino"].probe().usable else [])
-    # the backend is measured; its precision is the gate's (INT8 passed), as for an explicit backend
-    assert (d["backend"], d["precision"], d["cache"]) == ("onnxruntime", "int8", "miss")
-    assert sorted(d["timings_ms"]) == d["decision"]["timed"] == [f"{b}/int8" for b in usable]
+    # FP32 is timed too: INT8 is not faster on every CPU, and here it is 4x slower
+    assert (d["backend"], d["precision"], d["cache"]) == ("onnxruntime", "fp32", "miss")
+    assert sorted(d["timings_ms"]) == d["decision"]["timed"] == sorted(f"{b}/{p}" for b in usable
+                                                                       for p in ("fp32", "int8"))
     assert d["decision"]["input"] == "golden crop" and d["decision"]["runs"] == 10 and d["decision"]["seconds"] >= 0
+    assert d["decision"]["val_accuracy"]["onnxruntime/int8"] > 0.5 and "the fastest of" in d["reason"]
     pin_timings(monkeypatch, {})  # a cache hit does not time again: the emptied table would change the answer
     again = fer_edge.Recognizer(bundle_dir).describe()
-    assert (again["backend"], again["precision"], again["cache"]) == ("onnxruntime", "int8", "hit")
+    assert (again["backend"], again["precision"], again["cache"]) == ("onnxruntime", "fp32", "hit")
     assert "already timed" in again["decision"]["why"]
     pin_timings(monkeypatch, {"openvino/fp32": 0.1, "openvino/int8": 0.3, "onnxruntime/fp32": 0.05,
                               "onnxruntime/int8": 0.2})
     fastest = fer_edge.Recognizer(bundle_dir, "fastest").describe()  # its own entry, every pair
     assert (fastest["backend"], fastest["precision"], fastest["cache"]) == ("onnxruntime", "fp32", "miss")
     assert len(fastest["timings_ms"]) == 2 * len(usable)
+
+
+def _val(bundle_dir, **acc) -> None:
+    m = json.loads((bundle_dir / "manifest.json").read_text())
+    for key, value in acc.items():
+        m["evaluation"]["val"][key.replace("_", "/")]["accuracy"] = value
+    (bundle_dir / "manifest.json").write_text(json.dumps(m))
+
+
+def test_auto_serves_the_more_accurate_of_pairs_within_the_timing_noise(bundle_dir, monkeypatch):
+    # 2 % apart is under the 3 % floor: the same speed, so val accuracy decides
+    _val(bundle_dir, onnx_fp32=0.60, onnx_int8=0.62, openvino_fp32=0.60, openvino_int8=0.55)
+    pin_timings(monkeypatch, {"onnxruntime/fp32": 1.00, "onnxruntime/int8": 1.02, "openvino/fp32": 1.5,
+                              "openvino/int8": 1.01})
+    d = fer_edge.Recognizer(bundle_dir).describe()
+    assert (d["backend"], d["precision"]) == ("onnxruntime", "int8")
+    assert "within the timing noise (0.030 ms) of the fastest, onnxruntime/fp32" in d["reason"]
+    assert "(62.00 vs 60.00 %)" in d["reason"]
+    # `fastest` keeps the strictly fastest pair whatever its accuracy
+    f = fer_edge.Recognizer(bundle_dir, "fastest").describe()
+    assert (f["backend"], f["precision"]) == ("onnxruntime", "fp32")
+
+
+def test_auto_keeps_the_fastest_when_the_other_pair_is_slower_than_the_noise(bundle_dir, monkeypatch):
+    _val(bundle_dir, onnx_fp32=0.60, onnx_int8=0.70)
+    pin_timings(monkeypatch, {"onnxruntime/fp32": 1.00, "onnxruntime/int8": 1.20})  # 20 %: past the 10 % cap
+    d = fer_edge.Recognizer(bundle_dir).describe()
+    assert (d["backend"], d["precision"]) == ("onnxruntime", "fp32") and "the fastest of" in d["reason"]
+
+
+def test_the_noise_comes_from_the_runs_spread_between_a_floor_and_a_cap():
+    from fer_edge.runtimes.selection import Timing, choose, noise_ms
+
+    acc = {"a/fp32": 0.60, "a/int8": 0.65, "b/int8": None}
+    quiet = {"a/fp32": Timing(1.00, 0.01), "a/int8": Timing(1.05, 0.01)}
+    assert noise_ms(*quiet.values()) == pytest.approx(0.03)  # spread 1 % < floor 3 %: 5 % apart is real
+    assert choose(quiet, acc, prefer_accurate=True)[0] == "a/fp32"
+    noisy = {"a/fp32": Timing(1.00, 0.06), "a/int8": Timing(1.05, 0.01)}
+    assert choose(noisy, acc, prefer_accurate=True)[0] == "a/int8"  # runs spread 6 %: 5 % apart is noise
+    wild = {"a/fp32": Timing(1.00, 0.50), "a/int8": Timing(1.11, 0.50)}
+    assert noise_ms(*wild.values()) == pytest.approx(0.10)  # capped: never more than 10 % slower
+    assert choose(wild, acc, prefer_accurate=True)[0] == "a/fp32"
+    assert choose(noisy, acc, prefer_accurate=False)[0] == "a/fp32"
+    # a pair with no val figure neither displaces the fastest nor is displaced by it
+    assert choose({"a/fp32": Timing(1.0, 0.0), "b/int8": Timing(1.01, 0.0)}, acc, prefer_accurate=True)[0] == "a/fp32"
+    assert choose({"b/int8": Timing(1.0, 0.0), "a/int8": Timing(1.01, 0.0)}, acc, prefer_accurate=True)[0] == "b/int8"
+
+
+def test_auto_never_times_an_int8_that_failed_the_gate_and_re_decides_old_cached_choices(bundle_dir, monkeypatch):
+    from fer_edge.runtimes import selection, selection_cache
+
+    m = json.loads((bundle_dir / "manifest.json").read_text())
+    m["evaluation"]["accuracy_gate"]["failed_artifacts"] = ["onnx/int8"]
+    (bundle_dir / "manifest.json").write_text(json.dumps(m))
+    bundle = Bundle.open(bundle_dir)
+    # an entry written under the old rule (no `rule` in the key) names a pair the new rule would not serve
+    machine = selection_cache.fingerprint(selection.probe_all(), threads=None, device=None, precision="auto")
+    machine["strategy"] = "auto"
+    selection_cache.store(selection_cache.cache_key(selection_cache.manifest_sha256(bundle), machine),
+                          {"backend": "onnxruntime", "precision": "int8", "timings_ms": {"onnxruntime/int8": 0.1}})
+    pin_timings(monkeypatch, {"onnxruntime/fp32": 1.0, "onnxruntime/int8": 0.1})
+    d = fer_edge.Recognizer(bundle_dir).describe()
+    assert d["cache"] == "miss" and "onnxruntime/int8" not in d["timings_ms"] and "onnxruntime/fp32" in d["timings_ms"]
+    assert (d["backend"], d["precision"]) != ("onnxruntime", "int8")
 
 
 def test_auto_mode_must_be_measure_or_order(bundle_dir, monkeypatch):
