@@ -55,6 +55,7 @@ class Recognizer:
         if threads is not None and (not isinstance(threads, int) or isinstance(threads, bool) or threads < 1):
             raise InputError(f"threads must be a positive integer or None, got {threads!r}")
         self.bundle = bundle if bundle is not None else Bundle.open(model)
+        self.threads = threads  # the face detector made for predict_frame gets the same budget
         m = self.bundle.manifest
         self.spec = m.input
         self.labels = tuple(m.labels)
