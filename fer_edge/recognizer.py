@@ -82,7 +82,9 @@ class Recognizer:
         s = self._selection
         return {"model": self.manifest.name, "source": str(self.bundle.source), **s.describe(),
                 **{k: v for k, v in s.backend.describe().items() if k != "backend"}, "head": self.head.describe(),
-                "tta": self.tta, "temperature": self.temperature}
+                "tta": self.tta, "temperature": self.temperature,
+                **({"detectors": {k: d.describe() for k, d in self.__dict__["_face_detectors"].items()}}
+                   if self.__dict__.get("_face_detectors") else {})}
 
     # --- the three stages: crops -> preprocess -> backbone -> classify -> probabilities ----------------
     # Every caller (predict_*, embed, profile, evaluate) goes through these, so the path from an

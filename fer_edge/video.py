@@ -53,8 +53,19 @@ class VideoConfig:
             raise InputError(f"smoothing must be within [0, 1), got {self.smoothing}")
         if not 0.0 < self.iou <= 1.0:
             raise InputError(f"iou must be within (0, 1], got {self.iou}")
+        if self.min_face is not None and (not isinstance(self.min_face, int) or self.min_face < 8):
+            raise InputError(f"min_face must be an integer >= 8 (frame pixels) or None, got {self.min_face!r}")
         if self.max_age < 0 or (self.max_frames is not None and self.max_frames < 1):
             raise InputError(f"max_age must be >= 0 and max_frames >= 1, got {self.max_age}, {self.max_frames}")
+
+
+    def describe(self) -> dict[str, Any]:
+        """The detect/follow policy in words and numbers (run_video's summary carries it)."""
+        policy = ("detect on every frame" if self.detect_every == 1 else
+                  f"detect every {self.detect_every} frames, follow faces in between by template matching; "
+                  f"detect at once when a followed face's match falls below {self.redetect_below}")
+        return {"detect_every": self.detect_every, "redetect_below": self.redetect_below, "policy": policy,
+                "iou": self.iou, "max_age": self.max_age}
 
 
 # ---------------------------------------------------------------- sources
@@ -374,7 +385,7 @@ def run_video(source: Any, recognizer=None, *, config: VideoConfig | None = None
     annotated video to `out` (.mp4/.avi); returns a summary with frames, faces, tracks and fps.
     A recognizer may be passed in, else one is made from model/backend/precision/threads.
     """
-    from .detect import crop_face, detector_for
+    from .detect import _check_frame, crop_face, detector_for
     from .recognizer import Recognizer
 
     cfg = config or VideoConfig()
@@ -400,6 +411,7 @@ def run_video(source: Any, recognizer=None, *, config: VideoConfig | None = None
         for index, (name, frame) in enumerate(src.frames):
             if cfg.max_frames is not None and index >= cfg.max_frames:
                 break
+            _check_frame(frame)  # a followed frame must be refused as a detected one would be
             t0 = time.perf_counter()
             faces, detected = None, False
             if index - last_detected < cfg.detect_every:
@@ -450,7 +462,8 @@ def run_video(source: Any, recognizer=None, *, config: VideoConfig | None = None
             "seconds": round(wall, 3), "fps": round(n_frames / wall, 2) if wall > 0 else None,
             "processing_fps": round(n_frames / busy, 2) if busy > 0 else None,
             "ms_per_frame": {k: round(v / max(n_frames, 1) * 1000, 3) for k, v in stage.items()},
-            "out": None if out is None else str(out), "detector": det.describe(), "model": rec.describe()["model"],
+            "out": None if out is None else str(out), "detector": det.describe(), "tracking": cfg.describe(),
+            "model": rec.describe()["model"],
             "backend": rec.backend, "precision": rec.precision, "config": asdict(cfg)}
 
 
