@@ -12,6 +12,15 @@ dependency, with the network compiled in), chosen by measurement:
   the project's 2-core CPU machine; both took 150-200 ms per frame there under a load of 6).
 - It gives five landmarks, so crops can be aligned by the eyes; Haar gives boxes only.
 
+Both detectors run on the frame shrunk so the smallest face asked for (`min_face`, 48 px of the
+frame by default) lands at 40 px, below which each starts missing many faces (`python
+benchmarks/frames.py --min-size`: YuNet finds 70 % of pasted FER2013 faces at 40 px, 80 % at
+64 px, 12 % at 24 px); boxes and landmarks are mapped back to the frame. The detector's cost
+falls with the square of that factor (a 640x480 frame is detected at 533x400 by default, at
+320x240 with min_face=80).
+YuNet is called through libfacedetection's own entry point with one reused result buffer:
+yuface's `c_detect` leaks that buffer (36 KB) on every call.
+
 yuface publishes wheels for x86-64 CPython 3.8-3.11 only, so the `video` extra installs it only
 there; elsewhere (Jetson/aarch64, Python 3.12+) `detector="auto"` uses `haar`. Third-party
 detectors register with `register_detector`. Cropping and alignment are numpy only: one bilinear
@@ -37,8 +46,8 @@ YUNET_MAX_SIDE = 960  # libfacedetection's tested input limit; larger frames are
 # Detection runs on the frame shrunk so the smallest face asked for (min_face, frame pixels) lands
 # at the size below which the detector starts missing many faces (measured: benchmarks/frames.py).
 DEFAULT_MIN_FACE = 48
-SMALLEST_YUNET = 32
-SMALLEST_HAAR = 32
+SMALLEST_YUNET = 40
+SMALLEST_HAAR = 40
 
 
 @dataclass(frozen=True)
@@ -260,8 +269,8 @@ class YuNetDetector(Detector):
 class HaarDetector(Detector):
     """OpenCV's frontal-face Haar cascade (needs opencv < 5, whose wheels ship the XML files).
 
-    `min_face` works as for YuNet: the frame is shrunk so that size lands at SMALLEST px, the
-    cascade's own least window being 24 px. `threads` is OpenCV's (cv2.setNumThreads, which is
+    `min_face` works as for YuNet: the frame is shrunk so that size lands at SMALLEST px (the
+    cascade's own least window is 24 px, but it misses most faces that small). `threads` is OpenCV's (cv2.setNumThreads, which is
     process-wide: the last detector made sets it). `min_size` (deprecated spelling) is min_face.
     """
 

@@ -40,7 +40,7 @@ class VideoConfig:
     iou: float = 0.3
     max_age: int = 10
     max_frames: int | None = None
-    detect_every: int = 5
+    detect_every: int = 10
     redetect_below: float = 0.6
     min_face: int | None = None
 
@@ -311,7 +311,7 @@ def _region(frame: np.ndarray, box, margin: float, n: int) -> np.ndarray:
 
 def _best_offset(region: np.ndarray, tpl: np.ndarray) -> tuple[int, int, float]:
     """(row, column, correlation) of the best zero-mean normalised match of tpl inside region:
-    OpenCV's TM_CCOEFF_NORMED when cv2 imports (the same figures, 20x faster), else numpy."""
+    OpenCV's TM_CCOEFF_NORMED when cv2 imports (the same figures, several times faster), else numpy."""
     from .detect import _cv2_or_none
 
     cv2 = _cv2_or_none()
