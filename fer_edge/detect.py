@@ -212,7 +212,8 @@ class YuNetDetector(Detector):
     `min_face`: the smallest face to find, in pixels of the frame; the frame is shrunk so that size
     lands at SMALLEST px, where YuNet still finds most faces (benchmarks/frames.py --min-size), so
     larger min_face means a smaller working frame and a faster detector. `threads`: the OpenMP
-    threads libfacedetection uses (None leaves OpenMP's default: OMP_NUM_THREADS or all cores).
+    threads libfacedetection uses and OpenCV's (process-wide) when it is there to resize; None
+    leaves both at their defaults (OMP_NUM_THREADS or all cores).
     """
 
     name = "yunet"
@@ -231,6 +232,9 @@ class YuNetDetector(Detector):
         if threads is not None and not self._detect.set_threads(threads):
             raise RuntimeUnavailableError("detector 'yunet': cannot set its thread count (no OpenMP runtime "
                                           "found beside yuface); pass threads=None")
+        cv2 = _cv2_or_none()
+        if threads is not None and cv2 is not None:
+            cv2.setNumThreads(threads)  # it resizes the frames (and video follows faces with it)
 
     @classmethod
     def probe(cls) -> tuple[bool, str]:

@@ -291,7 +291,8 @@ class FaceFollower:
 
 def _region(frame: np.ndarray, box, margin: float, n: int) -> np.ndarray:
     """The square `box` plus `margin` of its side on every side, gray, as n x n float32 (edge
-    pixels repeated beyond the frame)."""
+    pixels repeated beyond the frame). Shrunk before it is made gray: converting a big face's
+    full-size window costs more than the match."""
     from .detect import shrink
     from .preprocess import resize, to_gray
 
@@ -302,10 +303,12 @@ def _region(frame: np.ndarray, box, margin: float, n: int) -> np.ndarray:
     cx0, cy0, cx1, cy1 = max(0, x0), max(0, y0), min(w, x1), min(h, y1)
     if cx1 <= cx0 or cy1 <= cy0:
         return np.zeros((n, n), np.float32)  # wholly outside the frame: nothing to match
-    gray = to_gray(frame[cy0:cy1, cx0:cx1], what="frame")
-    gray = np.pad(gray, ((cy0 - y0, y1 - cy1), (cx0 - x0, x1 - cx1)), mode="edge")
-    if gray.shape[0] > n:
-        gray = shrink(gray, gray.shape[0] / n)
+    part = frame[cy0:cy1, cx0:cx1]
+    edges = ((cy0 - y0, y1 - cy1), (cx0 - x0, x1 - cx1)) + (((0, 0),) if part.ndim == 3 else ())
+    part = np.pad(part, edges, mode="edge")
+    if part.shape[0] > n:
+        part = shrink(np.ascontiguousarray(part), part.shape[0] / n)
+    gray = to_gray(part, what="frame")
     return gray.astype(np.float32) if gray.shape == (n, n) else resize(gray, (n, n), "bilinear")
 
 
