@@ -298,11 +298,18 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _video_default(name: str):  # the CLI's defaults are the API's
+    from .video import VideoConfig
+
+    return VideoConfig.__dataclass_fields__[name].default
+
+
 def _cmd_video(args: argparse.Namespace) -> int:
     from .video import VideoConfig, run_video
 
     cfg = VideoConfig(detector=args.detector, margin=args.margin, align=not args.no_align, smoothing=args.smooth,
-                      max_frames=args.max_frames)
+                      max_frames=args.max_frames, detect_every=args.detect_every,
+                      redetect_below=args.redetect_below, min_face=args.min_face)
 
     def on_frame(record: dict) -> None:
         if args.json:
@@ -316,7 +323,8 @@ def _cmd_video(args: argparse.Namespace) -> int:
         print(json.dumps({"summary": summary}))
     print(f"{summary['frames']} frames, {summary['faces']} faces, {summary['tracks']} tracks; {summary['fps']} fps "
           f"(detect {summary['ms_per_frame']['detect']:.1f} ms + recognise {summary['ms_per_frame']['recognize']:.1f} "
-          f"ms per frame; {summary['detector']['detector']}, {summary['backend']} {summary['precision']})"
+          f"ms per frame; {summary['detector']['detector']} on {summary['frames_detected']} frames, "
+          f"{summary['backend']} {summary['precision']})"
           + (f"; wrote {args.out}" if args.out else ""), file=sys.stderr if args.json else sys.stdout)
     return 0
 
@@ -455,6 +463,11 @@ def build_parser() -> argparse.ArgumentParser:
     vd.add_argument("--smooth", type=float, default=0.0,
                     help="weight of the past in each track's moving average of probabilities (0 = off, e.g. 0.7)")
     vd.add_argument("--max-frames", type=int, help="stop after N frames")
+    vd.add_argument("--detect-every", type=int, default=_video_default("detect_every"),
+                    help="run the face detector on every Nth frame and follow faces in between (1 = every frame)")
+    vd.add_argument("--redetect-below", type=float, default=_video_default("redetect_below"),
+                    help="detect at once when a followed face matches its template below this correlation")
+    vd.add_argument("--min-face", type=int, help="smallest face to find, in frame pixels (default: the detector's, 48)")
     vd.set_defaults(func=_cmd_video)
 
     pf = sub.add_parser("profile", help="per-stage latency (p50/p95/p99), throughput and memory per backend")

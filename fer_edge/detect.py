@@ -12,6 +12,15 @@ dependency, with the network compiled in), chosen by measurement:
   the project's 2-core CPU machine; both took 150-200 ms per frame there under a load of 6).
 - It gives five landmarks, so crops can be aligned by the eyes; Haar gives boxes only.
 
+Both detectors run on the frame shrunk so the smallest face asked for (`min_face`, 48 px of the
+frame by default) lands at 40 px, below which each starts missing many faces (`python
+benchmarks/frames.py --min-size`: YuNet finds 70 % of pasted FER2013 faces at 40 px, 80 % at
+64 px, 12 % at 24 px); boxes and landmarks are mapped back to the frame. The detector's cost
+falls with the square of that factor (a 640x480 frame is detected at 533x400 by default, at
+320x240 with min_face=80).
+YuNet is called through libfacedetection's own entry point with one reused result buffer:
+yuface's `c_detect` leaks that buffer (36 KB) on every call.
+
 yuface publishes wheels for x86-64 CPython 3.8-3.11 only, so the `video` extra installs it only
 there; elsewhere (Jetson/aarch64, Python 3.12+) `detector="auto"` uses `haar`. Third-party
 detectors register with `register_detector`. Cropping and alignment are numpy only: one bilinear
@@ -34,6 +43,11 @@ from .preprocess import to_gray
 from .types import Prediction
 
 YUNET_MAX_SIDE = 960  # libfacedetection's tested input limit; larger frames are scaled down first
+# Detection runs on the frame shrunk so the smallest face asked for (min_face, frame pixels) lands
+# at the size below which the detector starts missing many faces (measured: benchmarks/frames.py).
+DEFAULT_MIN_FACE = 48
+SMALLEST_YUNET = 40
+SMALLEST_HAAR = 40
 
 
 @dataclass(frozen=True)
@@ -109,23 +123,118 @@ def _to_bgr(frame: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(frame[:, :, :3])
 
 
+def _cv2_or_none():
+    try:
+        import cv2
+    except Exception:  # absent, or a broken wheel: numpy does the resizing then
+        return None
+    return cv2
+
+
+def working_scale(shape: tuple[int, ...], min_face: int, smallest: int, max_side: int) -> float:
+    """The factor (>= 1) to shrink a frame by so a face of `min_face` px lands at `smallest` px,
+    the detector's least reliable size, and the frame's longer side within `max_side`."""
+    return max(1.0, min_face / smallest, max(shape[:2]) / max_side)
+
+
+def shrink(img: np.ndarray, factor: float) -> np.ndarray:
+    """`img` (HxW or HxWxC uint8) scaled down by `factor` with area averaging: OpenCV's INTER_AREA
+    when cv2 imports (50x faster), else numpy."""
+    h, w = img.shape[:2]
+    size = (max(1, round(h / factor)), max(1, round(w / factor)))
+    if factor <= 1.0 or size == (h, w):
+        return img
+    cv2 = _cv2_or_none()
+    if cv2 is not None:
+        return cv2.resize(img, size[::-1], interpolation=cv2.INTER_AREA)
+    from .preprocess import resize
+
+    planes = [img] if img.ndim == 2 else [img[:, :, c] for c in range(img.shape[2])]
+    out = [np.clip(np.rint(resize(p, size, "area")), 0, 255).astype(np.uint8) for p in planes]
+    return out[0] if img.ndim == 2 else np.stack(out, axis=2)
+
+
+def _check_options(min_face: int, threads: int | None) -> None:
+    if not isinstance(min_face, (int, np.integer)) or isinstance(min_face, bool) or min_face < 8:
+        raise InputError(f"min_face must be an integer >= 8 (pixels of the frame), got {min_face!r}")
+    if threads is not None and (not isinstance(threads, int) or isinstance(threads, bool) or threads < 1):
+        raise InputError(f"threads must be a positive integer or None, got {threads!r}")
+
+
+class _YuNetCall:
+    """libfacedetection's `facedetect_cnn` called through ctypes with one result buffer reused.
+
+    yuface's own `c_detect` allocates that 0x9000-byte buffer on every call and never frees it
+    (about 35 KB a frame: 3.8 GB an hour at 30 fps); the library inside the same wheel takes the
+    buffer from its caller, so this wrapper passes the same one each time. Rows are
+    [confidence %, x, y, w, h, 5 x (x, y) landmarks] as signed shorts, as c_detect returns them.
+    """
+
+    BUFFER = 0x9000  # libfacedetection's DETECT_BUFFER_SIZE
+
+    def __init__(self) -> None:
+        import ctypes
+        import threading
+
+        import yuface
+
+        folder = os.path.dirname(yuface.__file__)
+        lib = ctypes.CDLL(os.path.join(folder, "libfacedetection.so"))
+        self._fn = lib._Z14facedetect_cnnPhS_iii  # int *facedetect_cnn(uchar *buf, uchar *bgr, int w, int h, int step)
+        self._fn.restype = ctypes.POINTER(ctypes.c_int)
+        self._fn.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int, ctypes.c_int, ctypes.c_int]
+        self._buf = np.zeros(self.BUFFER, np.uint8)
+        self._lock = threading.Lock()  # one buffer: calls from several threads take turns
+        libs = os.path.join(os.path.dirname(folder), "yuface.libs")
+        gomp = [f for f in sorted(os.listdir(libs)) if f.startswith("libgomp")] if os.path.isdir(libs) else []
+        # The wheel's own OpenMP runtime (already loaded by libfacedetection), to set its thread count.
+        self._omp = ctypes.CDLL(os.path.join(libs, gomp[0])) if gomp else None
+
+    def set_threads(self, n: int) -> bool:
+        if self._omp is None:
+            return False
+        self._omp.omp_set_num_threads(int(n))
+        return True
+
+    def __call__(self, bgr: np.ndarray) -> np.ndarray:
+        bgr = np.ascontiguousarray(bgr)
+        h, w = bgr.shape[:2]
+        with self._lock:
+            n = self._fn(self._buf.ctypes.data, bgr.ctypes.data, w, h, bgr.strides[0])[0]
+            n = max(0, min(int(n), (self.BUFFER - 4) // 32))
+            return np.frombuffer(self._buf, np.int16, count=16 * n, offset=4).reshape(n, 16)[:, :15].copy()
+
+
 @register_detector
 class YuNetDetector(Detector):
-    """YuNet (libfacedetection) through the `yuface` wheel: boxes, scores and 5 landmarks."""
+    """YuNet (libfacedetection) from the `yuface` wheel: boxes, scores and 5 landmarks.
+
+    `min_face`: the smallest face to find, in pixels of the frame; the frame is shrunk so that size
+    lands at SMALLEST px, where YuNet still finds most faces (benchmarks/frames.py --min-size), so
+    larger min_face means a smaller working frame and a faster detector. `threads`: the OpenMP
+    threads libfacedetection uses and OpenCV's (process-wide) when it is there to resize; None
+    leaves both at their defaults (OMP_NUM_THREADS or all cores).
+    """
 
     name = "yunet"
     margin = -0.05  # best of the margins measured by benchmarks/faces.py
+    SMALLEST = SMALLEST_YUNET
 
-    def __init__(self, *, min_score: float = 0.5) -> None:
+    def __init__(self, *, min_score: float = 0.5, min_face: int = DEFAULT_MIN_FACE, threads: int | None = None) -> None:
         ok, why = self.probe()
         if not ok:
             raise RuntimeUnavailableError(f"detector 'yunet': {why}")
         if not 0.0 <= min_score <= 1.0:
             raise InputError(f"min_score must be within [0, 1], got {min_score}")
-        import yuface
-
-        self._detect = yuface.c_detect  # the raw call: the wrapper's uint16 claim hides negative coordinates
-        self.min_score = min_score
+        _check_options(min_face, threads)
+        self._detect = _YuNetCall()
+        self.min_score, self.min_face, self.threads = min_score, int(min_face), threads
+        if threads is not None and not self._detect.set_threads(threads):
+            raise RuntimeUnavailableError("detector 'yunet': cannot set its thread count (no OpenMP runtime "
+                                          "found beside yuface); pass threads=None")
+        cv2 = _cv2_or_none()
+        if threads is not None and cv2 is not None:
+            cv2.setNumThreads(threads)  # it resizes the frames (and video follows faces with it)
 
     @classmethod
     def probe(cls) -> tuple[bool, str]:
@@ -138,55 +247,64 @@ class YuNetDetector(Detector):
 
     def detect(self, frame: np.ndarray) -> list[Face]:
         bgr = _to_bgr(_check_frame(frame))
-        scale = max(bgr.shape[:2]) / YUNET_MAX_SIDE
-        if scale > 1:
-            bgr = _shrink(bgr, scale)
-        else:
-            scale = 1.0
-        rows = np.asarray(self._detect(bgr))
-        if rows.ndim != 2 or (len(rows) and rows.shape[1] < 15):
-            raise RuntimeUnavailableError(f"yuface returned an unexpected array of shape {rows.shape}")
+        scale = working_scale(bgr.shape, self.min_face, self.SMALLEST, YUNET_MAX_SIDE)
+        small = shrink(bgr, scale)
+        sy, sx = bgr.shape[0] / small.shape[0], bgr.shape[1] / small.shape[1]  # exact after rounding
+        if self.threads is not None:
+            self._detect.set_threads(self.threads)  # OpenMP's count is per calling thread
+        rows = self._detect(small)
         faces = []
         for r in rows.astype(np.float64):
-            score = r[0] / 100.0  # yuface reports confidence in percent
+            score = r[0] / 100.0  # libfacedetection reports confidence in percent
             if score < self.min_score:
                 continue
-            x, y, w, h = (r[1:5] * scale)
-            faces.append(Face((int(round(x)), int(round(y)), int(round(w)), int(round(h))), float(score),
-                              (r[5:15].reshape(5, 2) * scale).astype(np.float32)))
+            x, y, w, h = r[1] * sx, r[2] * sy, r[3] * sx, r[4] * sy
+            marks = (r[5:15].reshape(5, 2) * (sx, sy)).astype(np.float32)
+            faces.append(Face((int(round(x)), int(round(y)), int(round(w)), int(round(h))), float(score), marks))
         return sorted(faces, key=lambda f: -f.score)
 
     def describe(self) -> dict[str, Any]:
-        return {"detector": self.name, "min_score": self.min_score}
-
-
-def _shrink(bgr: np.ndarray, factor: float) -> np.ndarray:
-    from .preprocess import resize
-
-    h, w = bgr.shape[:2]
-    size = (max(1, round(h / factor)), max(1, round(w / factor)))
-    return np.stack([np.clip(np.rint(resize(bgr[:, :, c], size, "area")), 0, 255).astype(np.uint8)
-                     for c in range(3)], axis=2)
+        return {"detector": self.name, "min_score": self.min_score, "min_face": self.min_face,
+                "working_face_px": self.SMALLEST, "threads": self.threads,
+                "resize": "opencv" if _cv2_or_none() is not None else "numpy"}
 
 
 @register_detector
 class HaarDetector(Detector):
-    """OpenCV's frontal-face Haar cascade (needs opencv < 5, whose wheels ship the XML files)."""
+    """OpenCV's frontal-face Haar cascade (needs opencv < 5, whose wheels ship the XML files).
+
+    `min_face` works as for YuNet: the frame is shrunk so that size lands at SMALLEST px (the
+    cascade's own least window is 24 px, but it misses most faces that small). `threads` is OpenCV's (cv2.setNumThreads, which is
+    process-wide: the last detector made sets it). `min_size` (deprecated spelling) is min_face.
+    """
 
     name = "haar"
     margin = -0.05  # best of the margins measured by benchmarks/faces.py
+    SMALLEST = SMALLEST_HAAR
 
-    def __init__(self, *, scale_factor: float = 1.1, min_neighbors: int = 5, min_size: int = 30) -> None:
+    def __init__(self, *, scale_factor: float = 1.1, min_neighbors: int = 5, min_face: int = DEFAULT_MIN_FACE,
+                 threads: int | None = None, min_size: int | None = None) -> None:
         ok, why = self.probe()
         if not ok:
             raise RuntimeUnavailableError(f"detector 'haar': {why}")
+        min_face = min_size if min_size is not None else min_face
+        _check_options(min_face, threads)
+        if not scale_factor > 1.0 or min_neighbors < 0:
+            raise InputError(f"scale_factor must be > 1 and min_neighbors >= 0, got {scale_factor}, {min_neighbors}")
         import cv2
 
         path = os.path.join(cv2.data.haarcascades, "haarcascade_frontalface_default.xml")
         self._cascade = cv2.CascadeClassifier(path)
         if self._cascade.empty():
             raise RuntimeUnavailableError(f"OpenCV could not load the Haar cascade {path}")
-        self.scale_factor, self.min_neighbors, self.min_size = scale_factor, min_neighbors, min_size
+        if threads is not None:
+            cv2.setNumThreads(threads)
+        self.scale_factor, self.min_neighbors, self.min_face, self.threads = \
+            scale_factor, min_neighbors, int(min_face), threads
+
+    @property
+    def min_size(self) -> int:
+        return self.min_face
 
     @classmethod
     def probe(cls) -> tuple[bool, str]:
@@ -203,14 +321,18 @@ class HaarDetector(Detector):
 
     def detect(self, frame: np.ndarray) -> list[Face]:
         gray = to_gray(_check_frame(frame), what="frame")
-        boxes = self._cascade.detectMultiScale(gray, scaleFactor=self.scale_factor, minNeighbors=self.min_neighbors,
-                                               minSize=(self.min_size, self.min_size))
+        small = shrink(gray, working_scale(gray.shape, self.min_face, self.SMALLEST, 1 << 30))
+        sy, sx = gray.shape[0] / small.shape[0], gray.shape[1] / small.shape[1]
+        least = max(self.SMALLEST, int(math.floor(self.min_face / max(sx, sy))))
+        boxes = self._cascade.detectMultiScale(small, scaleFactor=self.scale_factor, minNeighbors=self.min_neighbors,
+                                               minSize=(least, least))
         # Haar gives no confidence; 1.0 marks "passed every stage".
-        return [Face(tuple(int(v) for v in b), 1.0, None) for b in np.asarray(boxes).reshape(-1, 4)]
+        return [Face((int(round(x * sx)), int(round(y * sy)), int(round(w * sx)), int(round(h * sy))), 1.0, None)
+                for x, y, w, h in np.asarray(boxes).reshape(-1, 4)]
 
     def describe(self) -> dict[str, Any]:
         return {"detector": self.name, "scale_factor": self.scale_factor, "min_neighbors": self.min_neighbors,
-                "min_size": self.min_size}
+                "min_face": self.min_face, "working_face_px": self.SMALLEST, "threads": self.threads}
 
 
 def available_detectors() -> dict[str, tuple[bool, str]]:
@@ -226,13 +348,23 @@ def create_detector(name: str | Detector = "auto", **options: Any) -> Detector:
         for candidate in [*AUTO_ORDER, *(n for n in DETECTORS if n not in AUTO_ORDER)]:
             ok, why = DETECTORS[candidate].probe()
             if ok:
-                return DETECTORS[candidate](**options)
+                return _make(DETECTORS[candidate], options)
             reasons[candidate] = why
         raise RuntimeUnavailableError("no face detector is usable here: "
                                       + "; ".join(f"{k}: {v}" for k, v in reasons.items()))
     if name not in DETECTORS:
         raise InputError(f"unknown detector {name!r}; known detectors: {sorted(DETECTORS)} (or 'auto')")
-    return DETECTORS[name](**options)
+    return _make(DETECTORS[name], options)
+
+
+def _make(cls: type[Detector], options: dict[str, Any]) -> Detector:
+    import inspect
+
+    params = inspect.signature(cls.__init__).parameters
+    if "threads" in options and "threads" not in params and \
+            not any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        options = {k: v for k, v in options.items() if k != "threads"}  # a third-party detector without threads
+    return cls(**options)
 
 
 def eye_angle(landmarks: np.ndarray | None) -> float:
@@ -302,7 +434,8 @@ def detector_for(recognizer, detector: str | Detector | None = None) -> Detector
         return wanted
     cache = recognizer.__dict__.setdefault("_face_detectors", {})
     if wanted not in cache:
-        cache[wanted] = create_detector(wanted)
+        threads = getattr(recognizer, "threads", None)
+        cache[wanted] = create_detector(wanted, **({"threads": threads} if threads is not None else {}))
     return cache[wanted]
 
 

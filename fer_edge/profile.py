@@ -4,8 +4,8 @@
   preprocess  crops -> NCHW float32 batch (fer_edge.preprocess, numpy)
   backbone    the backend's run on that batch
   head        embedding/logits -> probabilities (the Recognizer's head)
-  detection   the face detector on a 640x480 frame with three faces (once: it does not depend
-              on the backend; its threads follow OMP_NUM_THREADS)
+  frame       the frame path per usable detector on a 640x480 frame with three faces: detect,
+              crop, classify (once per detector, at the first thread count asked for)
 for every (backend, precision, head, batch, threads) asked for, and reports p50/p95/p99 ms per
 call and per crop, crops per second, the resident memory the row's own Recognizer added
 ("+RSS MiB"; the process's RSS and its peak so far are in the JSON), the Python-side peak
@@ -305,8 +305,7 @@ def profile(model=None, config: ProfileConfig | None = None, *, progress=None) -
                     if progress:
                         progress(row)
         if cfg.detection:
-            row = _profile_detection(crops, cfg)
-            if row is not None:
+            for row in _profile_detection(crops, cfg, bundle):
                 rows.append(row)
                 if progress:
                     progress(row)
@@ -322,27 +321,42 @@ def profile(model=None, config: ProfileConfig | None = None, *, progress=None) -
             "config": asdict(cfg), "rows": rows}
 
 
-def _profile_detection(crops: list[np.ndarray], cfg: ProfileConfig) -> dict[str, Any] | None:
-    from .detect import available_detectors, create_detector
+def _profile_detection(crops: list[np.ndarray], cfg: ProfileConfig, bundle=None) -> list[dict[str, Any]]:
+    """The frame path per usable detector: detect, crop (and align) each face, classify the crops
+    in one batch; at the first thread count asked for, for the detector and the model alike."""
+    from .detect import available_detectors, create_detector, crop_face
 
-    usable = [n for n, (ok, _) in available_detectors().items() if ok]
-    if not usable:
-        return None
-    before = rss_mib()
-    det = create_detector("auto")
+    rows = []
+    threads = cfg.threads[0]
+    rec = _recognizer(bundle, "auto", "auto", "auto", threads, cfg.tta) if bundle is not None else None
     frame = _detection_frame(crops)
-    times = []
-    for i in range(cfg.warmup + cfg.runs):
-        t0 = time.perf_counter_ns()
-        det.detect(frame)
-        if i >= cfg.warmup:
-            times.append((time.perf_counter_ns() - t0) / 1e6)
-    p = percentiles(times)
-    return {"stage": "detection", "backend": det.name, "precision": None, "head": None, "device": "cpu",
-            "batch": 1, "threads": os.environ.get("OMP_NUM_THREADS", "default"), "runs": cfg.runs,
-            "frame": list(frame.shape), "ms_per_call": {"detection": p, "total": p},
-            "ms_per_crop": None, "crops_per_s": None, "frames_per_s": 1000.0 / p["p50"],
-            "peak_rss_mib": peak_rss_mib(), "python_peak_kib": None, "detector": det.describe(), **_rss_fields(before)}
+    for name, (ok, _) in available_detectors().items():
+        if not ok:
+            continue
+        before = rss_mib()
+        det = create_detector(name, threads=threads)
+        times: dict[str, list[float]] = {"detect": [], "crop": [], "classify": [], "total": []}
+        for i in range(cfg.warmup + cfg.runs):
+            t0 = time.perf_counter_ns()
+            faces = det.detect(frame)
+            t1 = time.perf_counter_ns()
+            face_crops = [crop_face(frame, f, margin=det.margin) for f in faces]
+            t2 = time.perf_counter_ns()
+            if rec is not None and face_crops:
+                rec.predict_batch(face_crops)
+            t3 = time.perf_counter_ns()
+            if i >= cfg.warmup:
+                for k, (a, b) in {"detect": (t0, t1), "crop": (t1, t2), "classify": (t2, t3), "total": (t0, t3)}.items():
+                    times[k].append((b - a) / 1e6)
+        m = {k: percentiles(v) for k, v in times.items()}
+        rows.append({"stage": "frame", "backend": det.name, "precision": None, "head": None, "device": "cpu",
+                     "batch": 1, "threads": threads, "runs": cfg.runs, "frame": list(frame.shape),
+                     "faces": len(faces), "ms_per_call": {"detection": m["detect"], **m},
+                     "ms_per_crop": None, "crops_per_s": None, "frames_per_s": 1000.0 / m["total"]["p50"],
+                     "peak_rss_mib": peak_rss_mib(), "python_peak_kib": None, "detector": det.describe(),
+                     "model": None if rec is None else {"backend": rec.backend, "precision": rec.precision},
+                     **_rss_fields(before)})
+    return rows
 
 
 def _rss_fields(before: float | None) -> dict[str, float | None]:
@@ -370,6 +384,9 @@ def format_table(result: dict[str, Any]) -> str:
                 f"{r['batch']:5d} {str(r['threads']):>3s} {stages['preprocess']} {stages['backbone']} {stages['head']} "
                 f"{m['total']['p50']:8.3f} {m['total']['p95']:8.3f} {m['total']['p99']:8.3f} {per_crop} "
                 f"{rate:9.1f}{unit} {_mib(r.get('rss_added_mib'))}")
+        if r["stage"] == "frame":
+            line += "  detect {:.2f} + crop {:.2f} + classify {:.2f} ms".format(
+                *(m[k]["p50"] for k in ("detect", "crop", "classify")))
         if r.get("power"):
             line += f"  {r['power']['total_mw'] / 1000:.2f} W"
         lines.append(line)

@@ -55,6 +55,7 @@ class Recognizer:
         if threads is not None and (not isinstance(threads, int) or isinstance(threads, bool) or threads < 1):
             raise InputError(f"threads must be a positive integer or None, got {threads!r}")
         self.bundle = bundle if bundle is not None else Bundle.open(model)
+        self.threads = threads  # the face detector made for predict_frame gets the same budget
         m = self.bundle.manifest
         self.spec = m.input
         self.labels = tuple(m.labels)
@@ -81,7 +82,9 @@ class Recognizer:
         s = self._selection
         return {"model": self.manifest.name, "source": str(self.bundle.source), **s.describe(),
                 **{k: v for k, v in s.backend.describe().items() if k != "backend"}, "head": self.head.describe(),
-                "tta": self.tta, "temperature": self.temperature}
+                "tta": self.tta, "temperature": self.temperature,
+                **({"detectors": {k: d.describe() for k, d in self.__dict__["_face_detectors"].items()}}
+                   if self.__dict__.get("_face_detectors") else {})}
 
     # --- the three stages: crops -> preprocess -> backbone -> classify -> probabilities ----------------
     # Every caller (predict_*, embed, profile, evaluate) goes through these, so the path from an

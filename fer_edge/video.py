@@ -27,7 +27,11 @@ SYNTHETIC_PREFIX = "synthetic:"  # e.g. "synthetic:60": a generated clip, no cam
 class VideoConfig:
     """Settings of `run_video`. smoothing: weight of the past in each track's moving average of
     probabilities (0 = off, 0.7 = steady webcam labels); iou: least box overlap that continues a
-    track; max_age: frames a track survives unseen; margin None = the detector's own."""
+    track; max_age: frames a track survives unseen; margin None = the detector's own.
+    detect_every: run the face detector on every Nth frame and follow the faces in between
+    (`FaceFollower`; 1 = detect on every frame); a frame is detected at once when a followed
+    face's match falls below redetect_below (normalised correlation), e.g. when it turns away.
+    min_face: the detector's smallest face in frame pixels (None: the detector's default)."""
 
     detector: str = "auto"
     margin: float | None = None
@@ -36,14 +40,32 @@ class VideoConfig:
     iou: float = 0.3
     max_age: int = 10
     max_frames: int | None = None
+    detect_every: int = 10
+    redetect_below: float = 0.6
+    min_face: int | None = None
 
     def __post_init__(self) -> None:
+        if not isinstance(self.detect_every, int) or isinstance(self.detect_every, bool) or self.detect_every < 1:
+            raise InputError(f"detect_every must be an integer >= 1, got {self.detect_every!r}")
+        if not -1.0 <= self.redetect_below <= 1.0:
+            raise InputError(f"redetect_below must be within [-1, 1] (a correlation), got {self.redetect_below}")
         if not 0.0 <= self.smoothing < 1.0:
             raise InputError(f"smoothing must be within [0, 1), got {self.smoothing}")
         if not 0.0 < self.iou <= 1.0:
             raise InputError(f"iou must be within (0, 1], got {self.iou}")
+        if self.min_face is not None and (not isinstance(self.min_face, int) or self.min_face < 8):
+            raise InputError(f"min_face must be an integer >= 8 (frame pixels) or None, got {self.min_face!r}")
         if self.max_age < 0 or (self.max_frames is not None and self.max_frames < 1):
             raise InputError(f"max_age must be >= 0 and max_frames >= 1, got {self.max_age}, {self.max_frames}")
+
+
+    def describe(self) -> dict[str, Any]:
+        """The detect/follow policy in words and numbers (run_video's summary carries it)."""
+        policy = ("detect on every frame" if self.detect_every == 1 else
+                  f"detect every {self.detect_every} frames, follow faces in between by template matching; "
+                  f"detect at once when a followed face's match falls below {self.redetect_below}")
+        return {"detect_every": self.detect_every, "redetect_below": self.redetect_below, "policy": policy,
+                "iou": self.iou, "max_age": self.max_age}
 
 
 # ---------------------------------------------------------------- sources
@@ -206,6 +228,113 @@ class IouTracker:
             del self.tracks[tid]
         return out
 
+    def follow(self, frame_index: int, ids: list[int], probs: list[np.ndarray], boxes: list) -> list[Track]:
+        """Continue known tracks with boxes found by following rather than detecting."""
+        out = []
+        for tid, p, box in zip(ids, probs, boxes):
+            t = self.tracks[tid]
+            t.probs = (self.smoothing * t.probs + (1 - self.smoothing) * np.asarray(p, np.float32)).astype(np.float32)
+            t.box, t.last_seen, t.hits = tuple(box), frame_index, t.hits + 1
+            out.append(t)
+        return out
+
+
+class FaceFollower:
+    """Follows faces between detections: each face's gray patch at its last detection, shrunk to
+    SIDE x SIDE, is matched by normalised cross-correlation over a window around its last box
+    (SEARCH of the side on every side). The box moves by the best offset and keeps its size; the
+    template stays the detected one, so following does not drift between detections. numpy only
+    (about 0.3 ms a face).
+    """
+
+    SIDE = 24
+    SEARCH = 0.5
+
+    def __init__(self) -> None:
+        self._templates: dict[int, np.ndarray] = {}
+
+    def reset(self, frame: np.ndarray, faces_by_track: dict[int, Any]) -> None:
+        """Take new templates from a detected frame: {track id: Face}."""
+        self._templates = {tid: _region(frame, self._square(f).box, 0.0, self.SIDE)
+                           for tid, f in faces_by_track.items()}
+
+    def follow(self, frame: np.ndarray, faces_by_track: dict[int, Any]) -> dict[int, tuple[Any, float]]:
+        """{track id: (moved Face, correlation)} for the tracks that have a template."""
+        from .detect import Face
+
+        out = {}
+        for tid, face in faces_by_track.items():
+            tpl = self._templates.get(tid)
+            if tpl is None:
+                continue
+            sq = self._square(face)
+            side = sq.box[2]
+            wide = side + 2 * int(round(side * self.SEARCH))  # the region _region cuts
+            n = int(round(self.SIDE * (1 + 2 * self.SEARCH)))
+            region = _region(frame, sq.box, self.SEARCH, n)
+            dy, dx, corr = _best_offset(region, tpl)
+            step = wide / n  # frame pixels per patch pixel
+            ox, oy = (dx - (n - self.SIDE) / 2) * step, (dy - (n - self.SIDE) / 2) * step
+            x, y, w, h = face.box
+            marks = None if face.landmarks is None else (face.landmarks + np.float32([ox, oy])).astype(np.float32)
+            out[tid] = (Face((int(round(x + ox)), int(round(y + oy)), w, h), face.score, marks), corr)
+        return out
+
+    @staticmethod
+    def _square(face):
+        from .detect import Face
+
+        x, y, w, h = face.box
+        side = max(w, h)
+        return Face((int(round(x + (w - side) / 2)), int(round(y + (h - side) / 2)), side, side), face.score, None)
+
+
+def _region(frame: np.ndarray, box, margin: float, n: int) -> np.ndarray:
+    """The square `box` plus `margin` of its side on every side, gray, as n x n float32 (edge
+    pixels repeated beyond the frame). Shrunk before it is made gray: converting a big face's
+    full-size window costs more than the match."""
+    from .detect import shrink
+    from .preprocess import resize, to_gray
+
+    x, y, side, _ = box
+    pad = int(round(side * margin))
+    x0, y0, x1, y1 = x - pad, y - pad, x + side + pad, y + side + pad
+    h, w = frame.shape[:2]
+    cx0, cy0, cx1, cy1 = max(0, x0), max(0, y0), min(w, x1), min(h, y1)
+    if cx1 <= cx0 or cy1 <= cy0:
+        return np.zeros((n, n), np.float32)  # wholly outside the frame: nothing to match
+    part = frame[cy0:cy1, cx0:cx1]
+    edges = ((cy0 - y0, y1 - cy1), (cx0 - x0, x1 - cx1)) + (((0, 0),) if part.ndim == 3 else ())
+    part = np.pad(part, edges, mode="edge")
+    if part.shape[0] > n:
+        part = shrink(np.ascontiguousarray(part), part.shape[0] / n)
+    gray = to_gray(part, what="frame")
+    return gray.astype(np.float32) if gray.shape == (n, n) else resize(gray, (n, n), "bilinear")
+
+
+def _best_offset(region: np.ndarray, tpl: np.ndarray) -> tuple[int, int, float]:
+    """(row, column, correlation) of the best zero-mean normalised match of tpl inside region:
+    OpenCV's TM_CCOEFF_NORMED when cv2 imports (the same figures, several times faster), else numpy."""
+    from .detect import _cv2_or_none
+
+    cv2 = _cv2_or_none()
+    if cv2 is not None:
+        corr = cv2.matchTemplate(region.astype(np.float32), tpl.astype(np.float32), cv2.TM_CCOEFF_NORMED)
+        _, best, _, (c, r) = cv2.minMaxLoc(corr)
+        return int(r), int(c), float(best)
+    th, tw = tpl.shape
+    t = tpl - tpl.mean()
+    t_norm = float(np.sqrt((t * t).sum())) or 1.0
+    win = np.lib.stride_tricks.sliding_window_view(region, tpl.shape)  # (R, C, th, tw), no copy
+    cross = np.einsum("rcij,ij->rc", win, t)  # t has zero mean, so the windows' means drop out
+    ii = np.pad(np.cumsum(np.cumsum(np.stack([region, region * region]).astype(np.float64), 1), 2),
+                ((0, 0), (1, 0), (1, 0)))  # integral images: every window's sum and sum of squares at once
+    box = ii[:, th:, tw:] - ii[:, :-th, tw:] - ii[:, th:, :-tw] + ii[:, :-th, :-tw]
+    var = np.maximum(box[1] - box[0] * box[0] / tpl.size, 1e-6)
+    corr = cross / (np.sqrt(var) * t_norm)
+    r, c = np.unravel_index(int(np.argmax(corr)), corr.shape)
+    return int(r), int(c), float(corr[r, c])
+
 
 # ---------------------------------------------------------------- output
 
@@ -259,29 +388,54 @@ def run_video(source: Any, recognizer=None, *, config: VideoConfig | None = None
     annotated video to `out` (.mp4/.avi); returns a summary with frames, faces, tracks and fps.
     A recognizer may be passed in, else one is made from model/backend/precision/threads.
     """
-    from .detect import crop_face, detector_for
+    from .detect import _check_frame, crop_face, detector_for
     from .recognizer import Recognizer
 
     cfg = config or VideoConfig()
     rec = recognizer if recognizer is not None else Recognizer(model, backend, precision=precision, threads=threads)
-    det = detector_for(rec, cfg.detector)
+    if cfg.min_face is None:
+        det = detector_for(rec, cfg.detector)
+    else:
+        from .detect import create_detector
+
+        t = getattr(rec, "threads", None)
+        det = create_detector(cfg.detector, min_face=cfg.min_face, **({"threads": t} if t is not None else {}))
     margin = det.margin if cfg.margin is None else cfg.margin
     src = open_source(source)
     writer = _Writer(Path(out), src.fps) if out is not None else None
     tracker = IouTracker(iou=cfg.iou, max_age=cfg.max_age, smoothing=cfg.smoothing)
-    n_frames = n_faces = 0
+    follower = FaceFollower()
+    followed: dict[int, Any] = {}  # track id -> its Face in the last frame
+    last_detected = -cfg.detect_every
+    n_frames = n_faces = n_detected = 0
     stage = {"detect": 0.0, "recognize": 0.0}
     started = time.perf_counter()
     try:
         for index, (name, frame) in enumerate(src.frames):
             if cfg.max_frames is not None and index >= cfg.max_frames:
                 break
+            _check_frame(frame)  # a followed frame must be refused as a detected one would be
             t0 = time.perf_counter()
-            faces = det.detect(frame)
+            faces, detected = None, False
+            if index - last_detected < cfg.detect_every:
+                moved = follower.follow(frame, followed)
+                if all(corr >= cfg.redetect_below for _, corr in moved.values()):
+                    ids = list(moved)
+                    faces = [moved[i][0] for i in ids]
+            if faces is None:
+                faces, detected, last_detected = det.detect(frame), True, index
             t1 = time.perf_counter()
             crops = [crop_face(frame, f, margin=margin, align=cfg.align) for f in faces]
             preds = rec.predict_batch(crops) if crops else []
-            tracks = tracker.update(index, [f.box for f in faces], [p.probs for p in preds])
+            if detected:
+                tracks = tracker.update(index, [f.box for f in faces], [p.probs for p in preds])
+                followed = {t.id: f for t, f in zip(tracks, faces)}
+                if cfg.detect_every > 1:
+                    follower.reset(frame, followed)
+            else:
+                tracks = tracker.follow(index, ids, [p.probs for p in preds], [f.box for f in faces])
+                followed = dict(zip(ids, faces))
+            n_detected += detected
             t2 = time.perf_counter()
             records = []
             for f, p, t in zip(faces, preds, tracks):
@@ -293,7 +447,7 @@ def run_video(source: Any, recognizer=None, *, config: VideoConfig | None = None
             stage["recognize"] += t2 - t1
             n_frames += 1
             n_faces += len(records)
-            record = {"frame": index, "source": name, "faces": records,
+            record = {"frame": index, "source": name, "detected": detected, "faces": records,
                       "ms": {"detect": round((t1 - t0) * 1000, 3), "recognize": round((t2 - t1) * 1000, 3),
                              "total": round((t2 - t0) * 1000, 3)}}
             if writer is not None:
@@ -307,10 +461,12 @@ def run_video(source: Any, recognizer=None, *, config: VideoConfig | None = None
     wall = time.perf_counter() - started
     busy = stage["detect"] + stage["recognize"]
     return {"frames": n_frames, "faces": n_faces, "tracks": tracker._next_id - 1, "source": src.kind,
+            "frames_detected": n_detected,
             "seconds": round(wall, 3), "fps": round(n_frames / wall, 2) if wall > 0 else None,
             "processing_fps": round(n_frames / busy, 2) if busy > 0 else None,
             "ms_per_frame": {k: round(v / max(n_frames, 1) * 1000, 3) for k, v in stage.items()},
-            "out": None if out is None else str(out), "detector": det.describe(), "model": rec.describe()["model"],
+            "out": None if out is None else str(out), "detector": det.describe(), "tracking": cfg.describe(),
+            "model": rec.describe()["model"],
             "backend": rec.backend, "precision": rec.precision, "config": asdict(cfg)}
 
 

@@ -180,3 +180,105 @@ def test_bad_frames_and_names_are_clear_errors():
         else:
             with pytest.raises(RuntimeUnavailableError, match="pip install"):
                 create_detector(name)
+
+
+def _face_frame(side: int = 200, size=(480, 640), at=(220, 140)) -> tuple[np.ndarray, tuple]:
+    from fer_edge.data import read_image
+    from fer_edge.demo import sample_faces
+
+    frame = np.full((*size, 3), 128, np.uint8)
+    x, y = at
+    frame[y:y + side, x:x + side] = _upscale(read_image(sample_faces()[9]), side)[:, :, None]
+    return frame, (x, y, side, side)
+
+
+def test_default_detector_memory_stays_flat_over_a_thousand_frames():
+    """yuface's own c_detect leaks its 36 KB result buffer on every call (36 MB per 1,000 frames);
+    the detector calls the library with one reused buffer instead."""
+    _usable("yunet")
+    import os
+
+    if not os.path.exists("/proc/self/statm"):
+        pytest.skip("reading RSS here needs Linux's /proc/self/statm")
+
+    def rss() -> int:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+    frame, truth = _face_frame(96, size=(160, 200), at=(50, 30))  # small frames: the leak was per call
+    det = create_detector("auto", threads=1)
+    assert det.name == "yunet"
+    for _ in range(20):
+        det.detect(frame)
+    start = rss()
+    found = 0
+    for i in range(1000):
+        frame[0, i % 200] = i % 256  # a different frame each call
+        found += any(_iou(f.box, truth) > 0.5 for f in det.detect(frame))
+    grown = (rss() - start) / 1e6
+    assert found == 1000
+    assert grown < 4.0, f"RSS grew {grown:.1f} MB over 1,000 frames"
+
+
+def test_working_resolution_maps_boxes_and_landmarks_back_to_the_frame(monkeypatch):
+    _usable("yunet")
+    import fer_edge.detect as detect
+
+    frame, truth = _face_frame(200)
+    results = {}
+    for min_face in (24, 48, 100):  # frame shrunk by 1, 1.5 and 3.1
+        det = create_detector("yunet", min_face=min_face, threads=1)
+        faces = det.detect(frame)
+        assert len(faces) == 1 and _iou(faces[0].box, truth) > 0.6, (min_face, faces)
+        x, y, w, h = faces[0].box
+        marks = faces[0].landmarks
+        assert ((marks[:, 0] > x) & (marks[:, 0] < x + w) & (marks[:, 1] > y) & (marks[:, 1] < y + h)).all()
+        assert det.describe()["min_face"] == min_face
+        results[min_face] = faces[0]
+    assert detect.working_scale((480, 640), 100, 32, 960) == pytest.approx(100 / 32)
+    assert detect.working_scale((2000, 3000), 24, 32, 960) == pytest.approx(3000 / 960)  # the size cap wins
+    monkeypatch.setattr(detect, "_cv2_or_none", lambda: None)  # no OpenCV: numpy resizes
+    faces = create_detector("yunet", min_face=100, threads=1).detect(frame)
+    assert len(faces) == 1 and _iou(faces[0].box, results[100].box) > 0.8
+    assert create_detector("yunet").describe()["resize"] == "numpy"
+
+
+def test_numpy_shrink_matches_opencv_inter_area(monkeypatch):
+    cv2 = pytest.importorskip("cv2")
+    import fer_edge.detect as detect
+
+    img = np.random.default_rng(1).integers(0, 256, (120, 160, 3), dtype=np.uint8)
+    fast = detect.shrink(img, 2.0)
+    monkeypatch.setattr(detect, "_cv2_or_none", lambda: None)
+    slow = detect.shrink(img, 2.0)
+    assert fast.shape == slow.shape == (60, 80, 3)
+    assert np.abs(fast.astype(int) - slow.astype(int)).max() <= 1
+    assert detect.shrink(img, 1.0) is img and detect.shrink(img[:, :, 0], 2.0).shape == (60, 80)
+    assert cv2 is not None
+
+
+def test_detectors_honour_threads_and_check_their_options():
+    from fer_edge import Recognizer
+
+    for name, cls in DETECTORS.items():
+        if not cls.probe()[0]:
+            continue
+        assert create_detector(name, threads=1).describe()["threads"] == 1
+        with pytest.raises(InputError, match="min_face"):
+            create_detector(name, min_face=4)
+        with pytest.raises(InputError, match="threads"):
+            create_detector(name, threads=0)
+    if DETECTORS["haar"].probe()[0]:
+        import cv2
+
+        before = cv2.getNumThreads()
+        try:
+            create_detector("haar", threads=1)
+            assert cv2.getNumThreads() == 1
+        finally:
+            cv2.setNumThreads(before)
+        assert create_detector("haar", min_size=30).min_face == 30  # the old spelling still works
+    rec = Recognizer(threads=1)
+    if any(cls.probe()[0] for cls in DETECTORS.values()):
+        rec.detect(np.full((60, 80, 3), 128, np.uint8))
+        assert rec.describe()["detectors"]["auto"]["threads"] == 1  # the recogniser's budget reaches its detector

@@ -88,9 +88,14 @@ def test_profile_rows_have_every_field_and_sane_values():
         assert r["peak_rss_mib"] > 10 and r["python_peak_kib"] > 0
         # the table's memory column is the row's own (what its Recognizer added), not the process peak
         assert 0 <= r["rss_added_mib"] < r["rss_mib"] <= r["peak_rss_mib"] + 1
-    detection = [r for r in result["rows"] if r["stage"] == "detection"]
-    if any(ok for ok, _ in __import__("fer_edge.detect", fromlist=["x"]).available_detectors().values()):
-        assert len(detection) == 1 and detection[0]["frames_per_s"] > 0
+    frame_rows = [r for r in result["rows"] if r["stage"] == "frame"]
+    usable = [n for n, (ok, _) in __import__("fer_edge.detect", fromlist=["x"]).available_detectors().items() if ok]
+    assert sorted(r["backend"] for r in frame_rows) == sorted(usable)  # one frame-path row per usable detector
+    for r in frame_rows:
+        m = r["ms_per_call"]
+        assert r["frames_per_s"] > 0 and r["threads"] == r["detector"]["threads"]
+        assert m["detect"]["p50"] > 0 and m["crop"]["p50"] >= 0 and m["classify"]["p50"] >= 0
+        assert m["total"]["p50"] >= m["detect"]["p50"] - 1e-9  # the whole frame path holds its stages
     table = format_table(result)
     assert "onnxruntime" in table and "+RSS MiB" in table
     json.dumps(result)  # everything in it is JSON-serialisable

@@ -125,3 +125,51 @@ def test_bad_sources_and_settings_are_clear_errors(tmp_path):
         open_source(3.5)
     with pytest.raises(InputError, match="smoothing"):
         VideoConfig(smoothing=1.0)
+
+
+def test_faces_are_followed_between_detections():
+    _need("yunet")
+    from fer_edge.detect import Face
+    from fer_edge.video import FaceFollower
+
+    frames = list(synthetic_clip(N_FRAMES))
+    every, followed = [], []
+    s1 = run_video(frames, config=VideoConfig(detect_every=1), on_frame=every.append, threads=1)
+    s4 = run_video(frames, config=VideoConfig(detect_every=4), on_frame=followed.append, threads=1)
+    assert s1["frames_detected"] == N_FRAMES and [r["detected"] for r in every] == [True] * N_FRAMES
+    assert s4["frames_detected"] == 4 and [r["detected"] for r in followed] == [i % 4 == 0 for i in range(N_FRAMES)]
+    assert s4["tracking"]["detect_every"] == 4 and "every 4 frames" in s4["tracking"]["policy"]
+    assert s4["tracks"] == 1 and all(len(r["faces"]) == 1 for r in followed)
+    for a, b in zip(every, followed):  # the followed box stays on the detected one (the face moves 22 px a frame)
+        ax, ay, aw, ah = a["faces"][0]["box"]
+        bx, by, bw, bh = b["faces"][0]["box"]
+        assert abs(ax - bx) <= 0.15 * aw and abs(ay - by) <= 0.15 * ah
+    # the follower itself: a patch moved by (17, -9) px is found there
+    rng = np.random.default_rng(0)
+    img = (rng.integers(0, 256, (40, 60)).repeat(6, 0).repeat(6, 1)).astype(np.uint8)
+    moved = np.roll(img, (-9, 17), axis=(0, 1))
+    f = FaceFollower()
+    f.reset(img, {1: Face((120, 60, 96, 96), 0.9, np.float32([[150, 90]] * 5))})
+    face, corr = f.follow(moved, {1: Face((120, 60, 96, 96), 0.9, np.float32([[150, 90]] * 5))})[1]
+    assert corr > 0.9 and abs(face.box[0] - 137) <= 3 and abs(face.box[1] - 51) <= 3
+    np.testing.assert_allclose(face.landmarks[0] - [150, 90], [face.box[0] - 120, face.box[1] - 60], atol=0.01)
+
+
+def test_a_face_that_leaves_is_detected_at_once():
+    _need("yunet")
+    frames = list(synthetic_clip(6))
+    frames[3] = np.full_like(frames[3], 120)  # the face is gone in frame 3
+    records = []
+    run_video(frames, config=VideoConfig(detect_every=10), on_frame=records.append, threads=1)
+    assert [r["detected"] for r in records[:4]] == [True, False, False, True]
+    assert records[3]["faces"] == []
+
+
+def test_tracking_settings_and_bad_frames_are_clear_errors():
+    for bad in ({"detect_every": 0}, {"detect_every": 2.5}, {"redetect_below": 1.5}, {"min_face": 2}):
+        with pytest.raises(InputError):
+            VideoConfig(**bad)
+    _need("yunet")
+    frames = [*synthetic_clip(2), np.zeros((10, 10), np.float32)]
+    with pytest.raises(InputError, match="uint8"):
+        run_video(frames, config=VideoConfig(detect_every=5), threads=1)  # frame 2 would only be followed
