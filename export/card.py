@@ -74,6 +74,11 @@ def model_card(m: Manifest, meta: dict[str, Any]) -> str:
                   f"{gate.get('max_f1_drop_pp')} pp macro-F1 below FP32 on val): **{gate.get('status', 'n/a')}**."]
     for key, why in (gate.get("left_out") or {}).items():
         lines.append(f"- Left out of the bundle: {why}.")
+    for cls, v in (gate.get("cpu_classes") or {}).items():
+        drops = ", ".join(f"{k} {d:+.2f} pp" for k, d in v["drops_pp"].items())
+        lines.append(f"- On {cls} CPUs ({v['measured']} against {v['reference']}, accuracy drop: {drops}): "
+                     f"**{v['status']}**" + (f"; `auto` does not choose {', '.join(v['failed_artifacts'])} there"
+                                             if v["failed_artifacts"] else "") + ".")
     temp = m.extra.get("temperature")
     if temp:
         lines += ["", f"Temperature scaling: T = {temp['value']:g}, fitted on {temp['fitted_on']} "
