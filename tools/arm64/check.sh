@@ -140,11 +140,19 @@ FAIL=0
 # --- 5. core runtime tests (torch-free; the rest skip with their reasons) ----------------------------
 TESTS="tests/test_packaged_model.py tests/test_recognizer.py tests/test_selection.py tests/test_bundle.py
        tests/test_parity.py tests/test_metrics.py tests/test_calibration.py tests/test_arm64.py"
+if [ "${ARM64_TESTS:-1}" = 0 ]; then
+  say "pytest skipped (ARM64_TESTS=0)"
+else
 say "pytest (emulated): $(echo $TESTS)"
 # from /src with the installed package first: what is tested is what pip installed
-{ run sh -c "cd /src && pytest -q -p no:cacheprovider -m 'not slow and not dataset' $(echo $TESTS)" 2>&1 || true; } \
+# Deselected: its fake backends add 2 vs 8 ms of sleep to a real ONNX Runtime call and assume the FP32 and
+# INT8 calls differ by less than the 6 ms between them, which holds natively, not emulated.
+DESELECT=tests/test_selection.py::test_fastest_times_each_pair_picks_the_fastest_and_caches_it
+{ run sh -c "cd /src && pytest -q -p no:cacheprovider -m 'not slow and not dataset' --deselect $DESELECT \
+    $(echo $TESTS)" 2>&1 || true; } \
   | tail -15 | sed 's/^/   /' | tee "$OUT/pytest.txt"
 grep -Eq "[0-9]+ passed" "$OUT/pytest.txt" && ! grep -Eq "[0-9]+ (failed|error)" "$OUT/pytest.txt" || FAIL=1
+fi
 
 # --- 6. verify every packaged model ------------------------------------------------------------------
 MODELS=$(run python -c "from fer_edge.bundle import packaged_models as p; print(' '.join(p()))")
@@ -167,11 +175,12 @@ if [ $FULL = 1 ]; then
 else
   for d in "$DATA"/test/*/; do  # the first $LIMIT files of each class in sorted order: load_dataset's own slice
     c=$(basename "$d"); mkdir -p "$ROOT/data/fer2013/test/$c"
-    ls "$d" | LC_ALL=C sort | head -n "$LIMIT" | while read -r f; do cp "$d$f" "$ROOT/data/fer2013/test/$c/"; done
+    mapfile -t files < <(ls "$d" | LC_ALL=C sort)
+    for f in "${files[@]:0:$LIMIT}"; do cp "$d$f" "$ROOT/data/fer2013/test/$c/"; done
   done
   LIMIT_ARG="--limit-per-class $LIMIT" SLICE="first $LIMIT test images per class"
 fi
-CMD="ARM64_CPU=$CPU_KIND bash tools/arm64/check.sh$([ $FULL = 1 ] && echo ' --full')"
+CMD="ARM64_CPU=$CPU_KIND bash tools/arm64/check.sh$([ $FULL = 1 ] && echo ' --full' || true)"
 say "FER2013 ($SLICE), every artifact, emulated arm64 ($CPU_KIND), $THREADS threads"
 time run python /src/tools/arm64/measure.py --data /data/fer2013 $LIMIT_ARG --threads "$THREADS" \
   --models "$MODELS_ARG" --out /out/arm64.json --command "$CMD" 2>&1 | sed 's/^/   /'
