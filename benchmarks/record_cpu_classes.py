@@ -40,7 +40,7 @@ def main() -> None:
     ap.add_argument("--models-dir", default=str(REPO / "fer_edge" / "models"))
     args = ap.parse_args()
 
-    from fer_edge.export.record import record_cpu_class
+    from fer_edge.export.record import record_cpu_speed
 
     run = json.loads(Path(args.peers_json).read_text())
     cls, cpu = args.cpu_class or run.get("cpu_class"), args.cpu or run.get("cpu")
@@ -49,7 +49,7 @@ def main() -> None:
     e = entry(run, cpu, Path(args.peers_json).name)
     for folder in sorted(Path(args.models_dir).iterdir()):
         if (folder / "manifest.json").exists():
-            record_cpu_class(folder, cls, e)
+            record_cpu_speed(folder, cls, e)
             print(f"recorded {cls} into {folder.name}")
 
 

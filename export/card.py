@@ -74,6 +74,11 @@ def model_card(m: Manifest, meta: dict[str, Any]) -> str:
                   f"{gate.get('max_f1_drop_pp')} pp macro-F1 below FP32 on val): **{gate.get('status', 'n/a')}**."]
     for key, why in (gate.get("left_out") or {}).items():
         lines.append(f"- Left out of the bundle: {why}.")
+    for cls, v in (gate.get("cpu_classes") or {}).items():
+        drops = ", ".join(f"{k} {d:+.2f} pp" for k, d in v["drops_pp"].items())
+        lines.append(f"- On {cls} CPUs ({v['measured']} against {v['reference']}, accuracy drop: {drops}): "
+                     f"**{v['status']}**" + (f"; `auto` does not choose {', '.join(v['failed_artifacts'])} there"
+                                             if v["failed_artifacts"] else "") + ".")
     temp = m.extra.get("temperature")
     if temp:
         lines += ["", f"Temperature scaling: T = {temp['value']:g}, fitted on {temp['fitted_on']} "
@@ -128,7 +133,7 @@ def _heads(m: Manifest) -> list[str]:
 
 
 def _cpu_classes(m: Manifest) -> list[str]:
-    """Speed per CPU class and which packaged model to pick there (from `record_cpu_class`)."""
+    """Speed per CPU class and which packaged model to pick there (from `record_cpu_speed`)."""
     classes = m.extra.get("cpu_classes") or {}
     if not classes:
         return []

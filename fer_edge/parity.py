@@ -5,6 +5,7 @@ artifact) and by `fer_edge.verify` (on the machine that runs it). Numpy only.
 
 from __future__ import annotations
 
+import platform
 from typing import Any
 
 import numpy as np
@@ -21,6 +22,25 @@ TOLERANCE: dict[str, dict[str, float]] = {
     "int8": {"min_embedding_cosine": 0.9, "min_top1_agreement": 0.75},
 }
 TOLERANCE_KEYS = ("atol", "min_top1_agreement", "min_embedding_cosine")
+# platform.machine() -> the CPU class whose INT8 kernels a figure belongs to. Within a class, CPUs
+# differ in instructions of one family (VNNI or not); across classes, the runtimes run other code
+# (NEON/SDOT vs AVX), so INT8 outputs and figures are stated per class (manifest `cpu_classes`).
+CPU_CLASSES = {"x86_64": "x86_64", "amd64": "x86_64", "aarch64": "arm64", "arm64": "arm64"}
+
+
+def cpu_class(machine: str | None = None) -> str:
+    """'x86_64', 'arm64', or the machine name itself for any other CPU."""
+    m = (machine if machine is not None else platform.machine()).lower()
+    return CPU_CLASSES.get(m, m)
+
+
+def tolerance_for(golden: dict[str, Any], key: str, precision: str, cls: str | None = None) -> dict[str, float]:
+    """The golden tolerance of artifact `key` on CPU class `cls` (default: this machine's): the
+    per-precision tolerance, overridden by the thresholds recorded at export, overridden by those
+    recorded for this class (`golden.cpu_classes[cls].thresholds`; never for FP32, which stays tight)."""
+    per_class = ((golden.get("cpu_classes") or {}).get(cls or cpu_class()) or {}).get("thresholds") or {}
+    return {**(golden.get("tolerance") or {}).get(precision, {}), **(golden.get("thresholds") or {}).get(key, {}),
+            **(per_class.get(key, {}) if precision != "fp32" else {})}
 
 
 def compare(golden: dict[str, np.ndarray], outputs: dict[str, Any]) -> dict[str, float]:

@@ -25,7 +25,7 @@ import numpy as np
 
 from .errors import BundleError, FerEdgeError
 from .manifest import IDENTITY_FIELDS, identity_digest  # noqa: F401  (identity_digest: public here too)
-from .parity import TOLERANCE_KEYS, compare
+from .parity import TOLERANCE_KEYS, compare, cpu_class, tolerance_for
 from .parity import problems as parity_problems
 
 DIGEST_KEY = "manifest_sha256"  # ONNX metadata_props `fer_edge.manifest_sha256`, OV rt_info fer_edge/manifest_sha256
@@ -142,9 +142,12 @@ def _golden(bundle, report: VerifyReport) -> dict[str, np.ndarray] | None:
         return None
 
 
-def _tolerance(bundle, key: str, precision: str) -> dict[str, float]:
+def _tolerance(bundle, key: str, precision: str) -> tuple[dict[str, float], str]:
+    """The tolerance for this machine's CPU class, and where it comes from (for the report)."""
     g = bundle.manifest.golden or {}
-    return {**(g.get("tolerance") or {}).get(precision, {}), **(g.get("thresholds") or {}).get(key, {})}
+    cls = cpu_class()
+    stated = key in (((g.get("cpu_classes") or {}).get(cls) or {}).get("thresholds") or {}) and precision != "fp32"
+    return tolerance_for(g, key, precision, cls), (f"{cls} tolerance" if stated else f"export tolerance, on {cls}")
 
 
 STAMP_FIELDS = ("name", "version", "labels", "input")  # identity fields an artifact may carry besides the digest
@@ -155,9 +158,7 @@ def _stamp(path, fmt: str) -> tuple[dict[str, str] | None, str]:
     Older exports wrote ONNX keys without the `fer_edge.` prefix: those are read too."""
     try:
         if fmt == "onnx":
-            import onnx
-
-            props = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
+            props = _onnx_metadata(path)
             fields = {k: props[k] for k in (*STAMP_FIELDS, DIGEST_KEY) if k in props}
             fields.update({k[len("fer_edge."):]: v for k, v in props.items() if k.startswith("fer_edge.")})
             return fields, "onnx metadata_props"
@@ -173,6 +174,19 @@ def _stamp(path, fmt: str) -> tuple[dict[str, str] | None, str]:
     except Exception as e:  # a corrupt file: the run check below reports it too
         return None, f"unreadable metadata ({type(e).__name__}: {str(e)[:120]})"
     return None, f"{fmt} files carry no metadata"
+
+
+def _onnx_metadata(path) -> dict[str, str]:
+    """An ONNX file's metadata_props: through `onnx` where installed, else through ONNX Runtime (a
+    runtime install, e.g. `[onnxruntime]` on a device, has no `onnx`; the identity is checked all the same)."""
+    try:
+        import onnx
+    except ImportError:
+        import onnxruntime as ort
+
+        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        return dict(session.get_modelmeta().custom_metadata_map)
+    return {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
 
 
 def _stamped_digest(path, fmt: str) -> tuple[str | None, str]:
@@ -267,13 +281,13 @@ def _check_artifact(bundle, art, golden, digest: str, report: VerifyReport) -> N
         return
     # The same measure and limits as the exporter's parity.check, reported rather than raised.
     m = compare(golden, out)
-    tol = _tolerance(bundle, art.key(), art.precision)
+    tol, source = _tolerance(bundle, art.key(), art.precision)
     problems = parity_problems(m, tol, golden)
     if not any(k in tol for k in TOLERANCE_KEYS):
         problems.append(f"the manifest records no tolerance for {art.key()}")
     summary = (f"max |diff| {m['max_abs_diff']:.2g}, top-1 agreement {m['top1_agreement']:.3f}, "
                f"min embedding cosine {m['min_embedding_cosine']:.4f} on {len(golden['input'])} golden inputs "
-               f"via {sel.name}; {identity}")
+               f"via {sel.name} ({source}); {identity}")
     report.add(name, "failed" if problems else "passed", "; ".join(problems) + (" -- " if problems else "") + summary,
                **m, tolerance=tol)
 

@@ -96,8 +96,17 @@ def gate_failures(bundle) -> set[str]:
     limit = gate.get("max_drop_pp", 0.5)
     # Newer exporters list every artifact that failed either bound (accuracy or macro-F1);
     # older bundles only recorded accuracy drops.
-    failed = set(gate.get("failed_artifacts") or ())
+    failed = set(gate.get("failed_artifacts") or ()) | failed_on_cpu_class(bundle)
     return failed | {k for k, drop in (gate.get("drops_pp") or {}).items() if drop > limit}
+
+
+def failed_on_cpu_class(bundle, cls: str | None = None) -> set[str]:
+    """'format/precision' keys whose figures re-measured on this CPU class (default: this machine's;
+    `evaluation.accuracy_gate.cpu_classes`, written by tools/arm64) fell beyond the gate: not for auto here."""
+    from ..parity import cpu_class
+
+    gate = bundle.manifest.evaluation.get("accuracy_gate") or {}
+    return set((((gate.get("cpu_classes") or {}).get(cls or cpu_class())) or {}).get("failed_artifacts") or ())
 
 
 def candidate_precisions(bundle, cls: type[Backend], precision: str) -> list[str]:
