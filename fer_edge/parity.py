@@ -28,7 +28,7 @@ TOLERANCE_KEYS = ("atol", "min_top1_agreement", "min_embedding_cosine")
 CPU_CLASSES = {"x86_64": "x86_64", "amd64": "x86_64", "aarch64": "arm64", "arm64": "arm64"}
 
 
-def cpu_class(machine: str | None = None) -> str:
+def isa_family(machine: str | None = None) -> str:
     """'x86_64', 'arm64', or the machine name itself for any other CPU."""
     m = (machine if machine is not None else platform.machine()).lower()
     return CPU_CLASSES.get(m, m)
@@ -38,7 +38,7 @@ def tolerance_for(golden: dict[str, Any], key: str, precision: str, cls: str | N
     """The golden tolerance of artifact `key` on CPU class `cls` (default: this machine's): the
     per-precision tolerance, overridden by the thresholds recorded at export, overridden by those
     recorded for this class (`golden.cpu_classes[cls].thresholds`; never for FP32, which stays tight)."""
-    per_class = ((golden.get("cpu_classes") or {}).get(cls or cpu_class()) or {}).get("thresholds") or {}
+    per_class = ((golden.get("cpu_classes") or {}).get(cls or isa_family()) or {}).get("thresholds") or {}
     return {**(golden.get("tolerance") or {}).get(precision, {}), **(golden.get("thresholds") or {}).get(key, {}),
             **(per_class.get(key, {}) if precision != "fp32" else {})}
 

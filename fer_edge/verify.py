@@ -25,7 +25,7 @@ import numpy as np
 
 from .errors import BundleError, FerEdgeError
 from .manifest import IDENTITY_FIELDS, identity_digest  # noqa: F401  (identity_digest: public here too)
-from .parity import TOLERANCE_KEYS, compare, cpu_class, tolerance_for
+from .parity import TOLERANCE_KEYS, compare, isa_family, tolerance_for
 from .parity import problems as parity_problems
 
 DIGEST_KEY = "manifest_sha256"  # ONNX metadata_props `fer_edge.manifest_sha256`, OV rt_info fer_edge/manifest_sha256
@@ -145,7 +145,7 @@ def _golden(bundle, report: VerifyReport) -> dict[str, np.ndarray] | None:
 def _tolerance(bundle, key: str, precision: str) -> tuple[dict[str, float], str]:
     """The tolerance for this machine's CPU class, and where it comes from (for the report)."""
     g = bundle.manifest.golden or {}
-    cls = cpu_class()
+    cls = isa_family()
     stated = key in (((g.get("cpu_classes") or {}).get(cls) or {}).get("thresholds") or {}) and precision != "fp32"
     return tolerance_for(g, key, precision, cls), (f"{cls} tolerance" if stated else f"export tolerance, on {cls}")
 

@@ -103,10 +103,10 @@ def gate_failures(bundle) -> set[str]:
 def failed_on_cpu_class(bundle, cls: str | None = None) -> set[str]:
     """'format/precision' keys whose figures re-measured on this CPU class (default: this machine's;
     `evaluation.accuracy_gate.cpu_classes`, written by tools/arm64) fell beyond the gate: not for auto here."""
-    from ..parity import cpu_class
+    from ..parity import isa_family
 
     gate = bundle.manifest.evaluation.get("accuracy_gate") or {}
-    return set((((gate.get("cpu_classes") or {}).get(cls or cpu_class())) or {}).get("failed_artifacts") or ())
+    return set((((gate.get("cpu_classes") or {}).get(cls or isa_family())) or {}).get("failed_artifacts") or ())
 
 
 def candidate_precisions(bundle, cls: type[Backend], precision: str) -> list[str]:

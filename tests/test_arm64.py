@@ -11,13 +11,13 @@ import shutil
 import pytest
 
 from fer_edge.bundle import Bundle, resolve_model
-from fer_edge.parity import cpu_class, tolerance_for
+from fer_edge.parity import isa_family, tolerance_for
 
 
 def test_cpu_class_names_the_instruction_family():
-    assert cpu_class("x86_64") == cpu_class("AMD64") == "x86_64"
-    assert cpu_class("aarch64") == cpu_class("arm64") == "arm64"
-    assert cpu_class("riscv64") == "riscv64"
+    assert isa_family("x86_64") == isa_family("AMD64") == "x86_64"
+    assert isa_family("aarch64") == isa_family("arm64") == "arm64"
+    assert isa_family("riscv64") == "riscv64"
 
 
 def test_tolerance_per_class_overrides_int8_only():
