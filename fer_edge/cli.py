@@ -352,27 +352,27 @@ def _cmd_profile(args: argparse.Namespace) -> int:
                                 precision="auto" if args.precision == "all" else args.precision,
                                 threads=ints(args.threads, "--threads"), runs=args.runs, warmup=args.warmup,
                                 progress=lambda r: _stderr(f"profiled {r['model']} threads {r['threads']}"))
-        result["command"] = _command_line(args)
-        print(format_models_table(result))
-        if args.json:
-            with open(args.json, "w") as f:
-                json.dump(result, f, indent=2)
-            print(f"wrote {args.json}")
+        _show_profile(result, format_models_table, args)
         return 0
     cfg = ProfileConfig(backends=names(args.backends), precisions=names(args.precision), heads=names(args.heads),
                         batches=ints(args.batch, "--batch"), threads=ints(args.threads, "--threads"), runs=args.runs,
                         warmup=args.warmup, detection=not args.no_detection, tta=args.tta)
     result = profile(args.bundle, cfg, progress=lambda r: _stderr(
         f"profiled {r['stage']} {r['backend']} {r['precision'] or ''} batch {r['batch']} threads {r['threads']}"))
+    _show_profile(result, format_table, args)
+    if args.plot:
+        print(f"wrote {plot(result, args.plot)}")
+    return 0
+
+
+def _show_profile(result: dict, fmt, args: argparse.Namespace) -> None:
+    """Record the command, print the table and write the JSON a profile run asked for."""
     result["command"] = _command_line(args)
-    print(format_table(result))
+    print(fmt(result))
     if args.json:
         with open(args.json, "w") as f:
             json.dump(result, f, indent=2)
         print(f"wrote {args.json}")
-    if args.plot:
-        print(f"wrote {plot(result, args.plot)}")
-    return 0
 
 
 def _add_model_args(p: argparse.ArgumentParser, *, multi: bool = False) -> None:
