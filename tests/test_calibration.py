@@ -94,7 +94,7 @@ def test_each_tta_mode_has_its_own_temperature(tiny_bundle, faces):
     assert rec.temperature == entry["value"]
     m["temperature"]["by_tta"] = {"flip": {"value": -2}}
     path.write_text(json.dumps(m))
-    with pytest.raises(fer_edge.BundleError, match="by_tta.flip.value must be a positive number"):
+    with pytest.raises(fer_edge.BundleError, match="by_tta.flip.value must be a positive finite number"):
         fer_edge.Recognizer(tiny_bundle, "onnxruntime", precision="fp32", tta="flip")
 
 
