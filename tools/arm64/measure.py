@@ -21,7 +21,7 @@ from fer_edge.bundle import Bundle, packaged_models
 from fer_edge.data import load_dataset
 from fer_edge.evaluate import agreement, evaluate, public
 from fer_edge.formats import FORMATS
-from fer_edge.parity import compare, cpu_class
+from fer_edge.parity import compare, isa_family
 from fer_edge.recognizer import Recognizer
 from fer_edge.runtimes import BACKENDS
 from fer_edge.runtimes.machine import machine_info
@@ -74,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     names = packaged_models() if args.models == "all" else args.models.split(",")
     arrays: dict[str, np.ndarray] = {}
-    result = {"cpu_class": cpu_class(), "machine": machine_info(), "threads": args.threads,
+    result = {"cpu_class": isa_family(), "machine": machine_info(), "threads": args.threads,
               "date": datetime.now(timezone.utc).date().isoformat(),
               "command": args.command or "python tools/arm64/measure.py " + " ".join(argv or sys.argv[1:]),
               "models": {}}
