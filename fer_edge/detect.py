@@ -274,8 +274,9 @@ class HaarDetector(Detector):
     """OpenCV's frontal-face Haar cascade (needs opencv < 5, whose wheels ship the XML files).
 
     `min_face` works as for YuNet: the frame is shrunk so that size lands at SMALLEST px (the
-    cascade's own least window is 24 px, but it misses most faces that small). `threads` is OpenCV's (cv2.setNumThreads, which is
-    process-wide: the last detector made sets it). `min_size` (deprecated spelling) is min_face.
+    cascade's own least window is 24 px, but it misses most faces that small). `threads` is
+    OpenCV's (cv2.setNumThreads, process-wide: the last detector made sets it). `min_size` (the
+    old spelling) is min_face.
     """
 
     name = "haar"
