@@ -84,16 +84,13 @@ def _text(buf: memoryview, span: tuple[int, int]) -> str:
 
 def _onnx(buf: memoryview) -> GraphInfo:
     info = GraphInfo()
-    graph = None
+    graph, props = None, []
     for num, value in _fields(buf, 0, len(buf)):
         if num == 7 and isinstance(value, tuple):  # ModelProto.graph
             graph = value
-        elif num == 14 and isinstance(value, tuple):  # metadata_props: StringStringEntryProto
-            entry = {k: _text(buf, v) for k, v in _fields(buf, *value) if isinstance(v, tuple)}
-            key = {1: "key", 2: "value"}
-            entry = {key[k]: v for k, v in entry.items() if k in key}
-            if entry.get("key", "").startswith("fer_edge."):
-                info.stamp[entry["key"][len("fer_edge."):]] = entry.get("value", "")
+        elif num == 14 and isinstance(value, tuple):  # ModelProto.metadata_props
+            props.append(value)
+    info.stamp = {k[len("fer_edge."):]: v for k, v in _metadata(buf, props).items() if k.startswith("fer_edge.")}
     if graph is None:
         raise ValueError("no graph in the model")
     for num, value in _fields(buf, *graph):
@@ -101,6 +98,26 @@ def _onnx(buf: memoryview) -> GraphInfo:
             name, shape = _value_info(buf, value)
             (info.inputs if num == 11 else info.outputs)[name] = shape
     return info
+
+
+def onnx_metadata(path: str | os.PathLike) -> dict[str, str]:
+    """Every metadata_props entry of an ONNX file (older exports wrote unprefixed keys too)."""
+    with open(path, "rb") as f:
+        buf = memoryview(f.read())
+    try:
+        return _metadata(buf, [v for n, v in _fields(buf, 0, len(buf)) if n == 14 and isinstance(v, tuple)])
+    except (IndexError, ValueError, UnicodeDecodeError) as e:
+        raise Unreadable(f"{type(e).__name__}: {str(e)[:120]}") from None
+
+
+def _metadata(buf: memoryview, spans) -> dict[str, str]:
+    """StringStringEntryProto spans -> {key: value}."""
+    props = {}
+    for span in spans:
+        entry = {k: _text(buf, v) for k, v in _fields(buf, *span) if isinstance(v, tuple) and k in (1, 2)}
+        if 1 in entry:
+            props[entry[1]] = entry.get(2, "")
+    return props
 
 
 def _value_info(buf: memoryview, span: tuple[int, int]) -> tuple[str, Shape]:

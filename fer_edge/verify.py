@@ -158,7 +158,9 @@ def _stamp(path, fmt: str) -> tuple[dict[str, str] | None, str]:
     Older exports wrote ONNX keys without the `fer_edge.` prefix: those are read too."""
     try:
         if fmt == "onnx":
-            props = _onnx_metadata(path)
+            from .artifact_info import onnx_metadata  # a protobuf walk: needs neither onnx nor ONNX Runtime
+
+            props = onnx_metadata(path)
             fields = {k: props[k] for k in (*STAMP_FIELDS, DIGEST_KEY) if k in props}
             fields.update({k[len("fer_edge."):]: v for k, v in props.items() if k.startswith("fer_edge.")})
             return fields, "onnx metadata_props"
@@ -174,19 +176,6 @@ def _stamp(path, fmt: str) -> tuple[dict[str, str] | None, str]:
     except Exception as e:  # a corrupt file: the run check below reports it too
         return None, f"unreadable metadata ({type(e).__name__}: {str(e)[:120]})"
     return None, f"{fmt} files carry no metadata"
-
-
-def _onnx_metadata(path) -> dict[str, str]:
-    """An ONNX file's metadata_props: through `onnx` where installed, else through ONNX Runtime (a
-    runtime install, e.g. `[onnxruntime]` on a device, has no `onnx`; the identity is checked all the same)."""
-    try:
-        import onnx
-    except ImportError:
-        import onnxruntime as ort
-
-        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-        return dict(session.get_modelmeta().custom_metadata_map)
-    return {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
 
 
 def _stamped_digest(path, fmt: str) -> tuple[str | None, str]:
