@@ -1,43 +1,43 @@
-"""Live expressions from a webcam (or any video source), with per-face smoothing and fps.
+"""Live expressions from a webcam (or any video source), with per-face tracking, smoothing and fps.
 
     pip install -e ".[onnxruntime,video]"
     python examples/webcam.py                 # camera 0; a window if OpenCV has GUI support
     python examples/webcam.py synthetic:120   # a generated clip: no camera needed
-    python examples/webcam.py clip.mp4 --out annotated.mp4 --smooth 0.7
+    python examples/webcam.py clip.mp4 --out annotated.mp4 --smooth 0.7 --detect-every 10
 
-The same loop `fer-edge video` runs (fer_edge.video.run_video), written out from its public
-pieces so it can be adapted: frames -> Recognizer.predict_frame (detect, crop, align, recognise)
--> IouTracker (one id and a moving average of probabilities per face) -> annotate.
+The loop `fer-edge video` runs, written out from its public pieces so it can be adapted:
+frames -> FaceStream (detect every Nth frame, follow faces in between, crop, align, recognise,
+one track id and a moving average of probabilities per face) -> annotate. Calling
+`Recognizer.predict_frame` instead would run the face detector on every frame, which costs most
+of a frame's time (README, "Faces in frames and video").
 """
 
 import argparse
 import time
 
 import fer_edge
-from fer_edge.video import IouTracker, annotate, iter_frames
+from fer_edge.video import FaceStream, VideoConfig, annotate, iter_frames
 
 ap = argparse.ArgumentParser()
 ap.add_argument("source", nargs="?", default="0", help="camera index, video file, image folder or synthetic:N")
 ap.add_argument("--out", help="also write the annotated frames to this .mp4/.avi")
 ap.add_argument("--smooth", type=float, default=0.7, help="weight of the past in each face's average (0 = off)")
+ap.add_argument("--detect-every", type=int, default=VideoConfig.detect_every,
+                help="run the face detector on every Nth frame and follow faces in between (1 = every frame)")
 ap.add_argument("--threads", type=int, default=None)
 args = ap.parse_args()
 
 rec = fer_edge.Recognizer(threads=args.threads)
-tracker = IouTracker(smoothing=args.smooth)
+stream = FaceStream(rec, VideoConfig(smoothing=args.smooth, detect_every=args.detect_every))
 window, writer = None, None
 started, n = time.perf_counter(), 0
-for i, frame in enumerate(iter_frames(args.source)):
-    results = rec.predict_frame(frame)
-    tracks = tracker.update(i, [r.box for r in results], [r.prediction.probs for r in results])
-    faces = []
-    for r, t in zip(results, tracks):
-        best = int(t.probs.argmax())
-        faces.append({"track": t.id, "box": r.box, "label": rec.labels[best], "score": float(t.probs[best])})
+for frame in iter_frames(args.source):
+    record = stream(frame)
     n += 1
     fps = n / (time.perf_counter() - started)
-    print(f"frame {i:5d}  {fps:5.1f} fps  " + "  ".join(f"#{f['track']} {f['label']} {f['score']:.2f}" for f in faces))
-    shown = annotate(frame, faces)
+    print(f"frame {record['frame']:5d}  {fps:5.1f} fps  {'detect' if record['detected'] else 'follow'}  "
+          + "  ".join(f"#{f['track']} {f['smoothed']['label']} {f['smoothed']['score']:.2f}" for f in record["faces"]))
+    shown = annotate(frame, record["faces"])
     if args.out:
         import cv2
 
@@ -56,5 +56,6 @@ for i, frame in enumerate(iter_frames(args.source)):
             window = False
 if writer is not None:
     writer.release()
-print(f"{n} frames at {n / (time.perf_counter() - started):.1f} fps with {rec.describe()['backend']} "
-      f"{rec.describe()['precision']}")
+info = stream.describe()
+print(f"{n} frames at {n / (time.perf_counter() - started):.1f} fps with {info['backend']} {info['precision']}; "
+      f"detected on {info['frames_detected']} of them ({info['tracking']['policy']})")

@@ -378,80 +378,121 @@ class _Writer:
 
 # ---------------------------------------------------------------- the loop
 
+class FaceStream:
+    """One frame at a time: detect (every `detect_every` frames, or sooner when a followed face is
+    lost), follow faces in between, recognise each face and keep its track. What `run_video` runs
+    on every frame, for callers that own their loop (a webcam app, a frame server):
+
+        stream = FaceStream(Recognizer(threads=1))
+        for frame in camera:
+            record = stream(frame)  # {"frame", "detected", "faces": [...], "ms": {...}}
+
+    Calling `Recognizer.predict_frame` in such a loop detects on every frame; a stream detects on
+    one frame in `detect_every` and costs a template match per face on the others.
+    A recognizer may be passed in, else one is made from model/backend/precision/threads.
+    """
+
+    def __init__(self, recognizer=None, config: VideoConfig | None = None, *, model: str | os.PathLike | None = None,
+                 backend: str = "auto", precision: str = "auto", threads: int | None = None) -> None:
+        from .detect import create_detector, detector_for
+        from .recognizer import Recognizer
+
+        self.config = cfg = config or VideoConfig()
+        if not isinstance(cfg, VideoConfig):
+            raise InputError(f"config is a {type(cfg).__name__}; expected a fer_edge.video.VideoConfig")
+        self.recognizer = rec = recognizer if recognizer is not None else \
+            Recognizer(model, backend, precision=precision, threads=threads)
+        if cfg.min_face is None:
+            self.detector = detector_for(rec, cfg.detector)
+        else:
+            t = getattr(rec, "threads", None)
+            self.detector = create_detector(cfg.detector, min_face=cfg.min_face, **({"threads": t} if t is not None else {}))
+        self.margin = self.detector.margin if cfg.margin is None else cfg.margin
+        self.tracker = IouTracker(iou=cfg.iou, max_age=cfg.max_age, smoothing=cfg.smoothing)
+        self._follower = FaceFollower()
+        self._followed: dict[int, Any] = {}  # track id -> its Face in the last frame
+        self._last_detected = -cfg.detect_every
+        self.frames = self.faces = self.frames_detected = 0
+        self.seconds = {"detect": 0.0, "recognize": 0.0}
+
+    def __call__(self, frame: np.ndarray, name: str | None = None) -> dict[str, Any]:
+        """The record of one frame: {"frame", "source", "detected", "faces": [{track, box, score,
+        landmarks, label, score, probs, smoothed}], "ms": {detect, recognize, total}}."""
+        from .detect import _check_frame, crop_face
+
+        cfg, rec, index = self.config, self.recognizer, self.frames
+        _check_frame(frame)  # a followed frame must be refused as a detected one would be
+        t0 = time.perf_counter()
+        faces, detected = None, False
+        if index - self._last_detected < cfg.detect_every:
+            moved = self._follower.follow(frame, self._followed)
+            if all(corr >= cfg.redetect_below for _, corr in moved.values()):
+                ids = list(moved)
+                faces = [moved[i][0] for i in ids]
+        if faces is None:
+            faces, detected, self._last_detected = self.detector.detect(frame), True, index
+        t1 = time.perf_counter()
+        crops = [crop_face(frame, f, margin=self.margin, align=cfg.align) for f in faces]
+        preds = rec.predict_batch(crops) if crops else []
+        if detected:
+            tracks = self.tracker.update(index, [f.box for f in faces], [p.probs for p in preds])
+            self._followed = {t.id: f for t, f in zip(tracks, faces)}
+            if cfg.detect_every > 1:
+                self._follower.reset(frame, self._followed)
+        else:
+            tracks = self.tracker.follow(index, ids, [p.probs for p in preds], [f.box for f in faces])
+            self._followed = dict(zip(ids, faces))
+        t2 = time.perf_counter()
+        records = []
+        for f, p, t in zip(faces, preds, tracks):
+            best = int(np.argmax(t.probs))
+            records.append({"track": t.id, **f.as_dict(), **p.as_dict(),
+                            "smoothed": {"label": rec.labels[best], "score": round(float(t.probs[best]), 6),
+                                         "probs": {n: round(float(v), 6) for n, v in zip(rec.labels, t.probs)}}})
+        self.seconds["detect"] += t1 - t0
+        self.seconds["recognize"] += t2 - t1
+        self.frames += 1
+        self.faces += len(records)
+        self.frames_detected += detected
+        return {"frame": index, "source": name if name is not None else f"frame#{index}", "detected": detected,
+                "faces": records, "ms": {"detect": round((t1 - t0) * 1000, 3), "recognize": round((t2 - t1) * 1000, 3),
+                                         "total": round((t2 - t0) * 1000, 3)}}
+
+    def describe(self) -> dict[str, Any]:
+        """The stream's settings and counts so far (run_video's summary carries them)."""
+        rec, n = self.recognizer, max(self.frames, 1)
+        busy = sum(self.seconds.values())
+        return {"frames": self.frames, "faces": self.faces, "tracks": self.tracker._next_id - 1,
+                "frames_detected": self.frames_detected,
+                "processing_fps": round(self.frames / busy, 2) if busy > 0 else None,
+                "ms_per_frame": {k: round(v / n * 1000, 3) for k, v in self.seconds.items()},
+                "detector": self.detector.describe(), "tracking": self.config.describe(),
+                "model": rec.describe()["model"], "backend": rec.backend, "precision": rec.precision,
+                "config": asdict(self.config)}
+
+
 def run_video(source: Any, recognizer=None, *, config: VideoConfig | None = None, out: str | os.PathLike | None = None,
               on_frame: Callable[[dict[str, Any]], None] | None = None, model: str | os.PathLike | None = None,
               backend: str = "auto", precision: str = "auto", threads: int | None = None) -> dict[str, Any]:
-    """Detect, recognise and track faces in every frame of `source` (see `open_source`).
+    """Detect, recognise and track faces in every frame of `source` (see `open_source`) through
+    one `FaceStream`.
 
-    Calls `on_frame(record)` per frame with {"frame", "source", "ms": {detect, recognize, total},
-    "faces": [{track, box, score, landmarks, label, score, probs, smoothed}]}; writes an
-    annotated video to `out` (.mp4/.avi); returns a summary with frames, faces, tracks and fps.
+    Calls `on_frame(record)` per frame (the stream's record); writes an annotated video to `out`
+    (.mp4/.avi); returns a summary with frames, faces, tracks and fps.
     A recognizer may be passed in, else one is made from model/backend/precision/threads.
     """
-    from .detect import _check_frame, crop_face, detector_for
-    from .recognizer import Recognizer
-
-    cfg = config or VideoConfig()
-    rec = recognizer if recognizer is not None else Recognizer(model, backend, precision=precision, threads=threads)
-    if cfg.min_face is None:
-        det = detector_for(rec, cfg.detector)
-    else:
-        from .detect import create_detector
-
-        t = getattr(rec, "threads", None)
-        det = create_detector(cfg.detector, min_face=cfg.min_face, **({"threads": t} if t is not None else {}))
-    margin = det.margin if cfg.margin is None else cfg.margin
+    stream = FaceStream(recognizer, config, model=model, backend=backend, precision=precision, threads=threads)
+    cfg = stream.config
     src = open_source(source)
     writer = _Writer(Path(out), src.fps) if out is not None else None
-    tracker = IouTracker(iou=cfg.iou, max_age=cfg.max_age, smoothing=cfg.smoothing)
-    follower = FaceFollower()
-    followed: dict[int, Any] = {}  # track id -> its Face in the last frame
-    last_detected = -cfg.detect_every
-    n_frames = n_faces = n_detected = 0
-    stage = {"detect": 0.0, "recognize": 0.0}
     started = time.perf_counter()
     try:
         for index, (name, frame) in enumerate(src.frames):
             if cfg.max_frames is not None and index >= cfg.max_frames:
                 break
-            _check_frame(frame)  # a followed frame must be refused as a detected one would be
-            t0 = time.perf_counter()
-            faces, detected = None, False
-            if index - last_detected < cfg.detect_every:
-                moved = follower.follow(frame, followed)
-                if all(corr >= cfg.redetect_below for _, corr in moved.values()):
-                    ids = list(moved)
-                    faces = [moved[i][0] for i in ids]
-            if faces is None:
-                faces, detected, last_detected = det.detect(frame), True, index
-            t1 = time.perf_counter()
-            crops = [crop_face(frame, f, margin=margin, align=cfg.align) for f in faces]
-            preds = rec.predict_batch(crops) if crops else []
-            if detected:
-                tracks = tracker.update(index, [f.box for f in faces], [p.probs for p in preds])
-                followed = {t.id: f for t, f in zip(tracks, faces)}
-                if cfg.detect_every > 1:
-                    follower.reset(frame, followed)
-            else:
-                tracks = tracker.follow(index, ids, [p.probs for p in preds], [f.box for f in faces])
-                followed = dict(zip(ids, faces))
-            n_detected += detected
-            t2 = time.perf_counter()
-            records = []
-            for f, p, t in zip(faces, preds, tracks):
-                best = int(np.argmax(t.probs))
-                records.append({"track": t.id, **f.as_dict(), **p.as_dict(),
-                                "smoothed": {"label": rec.labels[best], "score": round(float(t.probs[best]), 6),
-                                             "probs": {n: round(float(v), 6) for n, v in zip(rec.labels, t.probs)}}})
-            stage["detect"] += t1 - t0
-            stage["recognize"] += t2 - t1
-            n_frames += 1
-            n_faces += len(records)
-            record = {"frame": index, "source": name, "detected": detected, "faces": records,
-                      "ms": {"detect": round((t1 - t0) * 1000, 3), "recognize": round((t2 - t1) * 1000, 3),
-                             "total": round((t2 - t0) * 1000, 3)}}
+            record = stream(frame, name)
             if writer is not None:
-                writer.write(annotate(frame, records))
+                writer.write(annotate(frame, record["faces"]))
             if on_frame is not None:
                 on_frame(record)
     finally:
@@ -459,15 +500,12 @@ def run_video(source: Any, recognizer=None, *, config: VideoConfig | None = None
         if writer is not None:
             writer.close()
     wall = time.perf_counter() - started
-    busy = stage["detect"] + stage["recognize"]
-    return {"frames": n_frames, "faces": n_faces, "tracks": tracker._next_id - 1, "source": src.kind,
-            "frames_detected": n_detected,
-            "seconds": round(wall, 3), "fps": round(n_frames / wall, 2) if wall > 0 else None,
-            "processing_fps": round(n_frames / busy, 2) if busy > 0 else None,
-            "ms_per_frame": {k: round(v / max(n_frames, 1) * 1000, 3) for k, v in stage.items()},
-            "out": None if out is None else str(out), "detector": det.describe(), "tracking": cfg.describe(),
-            "model": rec.describe()["model"],
-            "backend": rec.backend, "precision": rec.precision, "config": asdict(cfg)}
+    info = stream.describe()
+    return {"frames": info["frames"], "faces": info["faces"], "tracks": info["tracks"], "source": src.kind,
+            "frames_detected": info["frames_detected"], "seconds": round(wall, 3),
+            "fps": round(info["frames"] / wall, 2) if wall > 0 else None, "processing_fps": info["processing_fps"],
+            "ms_per_frame": info["ms_per_frame"], "out": None if out is None else str(out),
+            **{k: info[k] for k in ("detector", "tracking", "model", "backend", "precision", "config")}}
 
 
 def iter_frames(source: Any) -> Iterable[np.ndarray]:

@@ -173,3 +173,33 @@ def test_tracking_settings_and_bad_frames_are_clear_errors():
     frames = [*synthetic_clip(2), np.zeros((10, 10), np.float32)]
     with pytest.raises(InputError, match="uint8"):
         run_video(frames, config=VideoConfig(detect_every=5), threads=1)  # frame 2 would only be followed
+
+
+def test_a_stream_runs_the_video_loop_one_frame_at_a_time():
+    """A webcam app owns its loop: FaceStream(frame) gives run_video's records, frame by frame."""
+    _need("yunet")
+    from fer_edge import Recognizer
+    from fer_edge.video import FaceStream
+
+    frames = list(synthetic_clip(N_FRAMES))
+    rec = Recognizer(threads=1)
+    cfg = VideoConfig(detect_every=4, smoothing=0.5)
+    looped = []
+    summary = run_video(frames, rec, config=cfg, on_frame=looped.append)
+    stream = FaceStream(rec, cfg)
+    streamed = [stream(f) for f in frames]
+    strip = lambda r: {k: v for k, v in r.items() if k not in ("ms", "source")}  # noqa: E731
+    assert [strip(r) for r in streamed] == [strip(r) for r in looped]
+    info = stream.describe()
+    assert info["frames"] == N_FRAMES and info["frames_detected"] == summary["frames_detected"] == 4
+    assert info["tracking"] == summary["tracking"] and info["tracks"] == 1
+    # the smoothed label is the track's moving average, not the frame's own
+    probs = [np.array(list(r["faces"][0]["probs"].values())) for r in streamed]
+    avg = probs[0]
+    for p in probs[1:]:
+        avg = 0.5 * avg + 0.5 * p
+    np.testing.assert_allclose(list(streamed[-1]["faces"][0]["smoothed"]["probs"].values()), avg, atol=2e-5)
+    with pytest.raises(InputError, match="VideoConfig"):
+        FaceStream(rec, {"detect_every": 4})
+    with pytest.raises(InputError, match="uint8"):
+        stream(np.zeros((10, 10), np.float32))
