@@ -203,3 +203,18 @@ def test_a_stream_runs_the_video_loop_one_frame_at_a_time():
         FaceStream(rec, {"detect_every": 4})
     with pytest.raises(InputError, match="uint8"):
         stream(np.zeros((10, 10), np.float32))
+
+
+def test_the_webcam_example_runs_on_a_generated_clip():
+    _need("yunet")
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    example = Path(__file__).resolve().parents[1] / "examples" / "webcam.py"
+    r = subprocess.run([sys.executable, str(example), "synthetic:12", "--threads", "1", "--detect-every", "5"],
+                       capture_output=True, text=True, timeout=300,
+                       env={**os.environ, "QT_QPA_PLATFORM": "offscreen"})  # no display: the example prints instead
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "12 frames at" in r.stdout and "detected on 3 of them" in r.stdout
