@@ -324,7 +324,7 @@ def profile(model=None, config: ProfileConfig | None = None, *, progress=None) -
 def _profile_detection(crops: list[np.ndarray], cfg: ProfileConfig, bundle=None) -> list[dict[str, Any]]:
     """The frame path per usable detector: detect, crop (and align) each face, classify the crops
     in one batch; at the first thread count asked for, for the detector and the model alike."""
-    from .detect import available_detectors, create_detector, crop_face
+    from .detect import available_detectors, create_detector, crop_face, crop_side_for
 
     rows = []
     threads = cfg.threads[0]
@@ -340,7 +340,7 @@ def _profile_detection(crops: list[np.ndarray], cfg: ProfileConfig, bundle=None)
             t0 = time.perf_counter_ns()
             faces = det.detect(frame)
             t1 = time.perf_counter_ns()
-            face_crops = [crop_face(frame, f, margin=det.margin) for f in faces]
+            face_crops = [crop_face(frame, f, margin=det.margin, max_side=crop_side_for(rec)) for f in faces]
             t2 = time.perf_counter_ns()
             if rec is not None and face_crops:
                 rec.predict_batch(face_crops)

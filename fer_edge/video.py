@@ -394,7 +394,7 @@ class FaceStream:
 
     def __init__(self, recognizer=None, config: VideoConfig | None = None, *, model: str | os.PathLike | None = None,
                  backend: str = "auto", precision: str = "auto", threads: int | None = None) -> None:
-        from .detect import create_detector, detector_for
+        from .detect import create_detector, crop_side_for, detector_for
         from .recognizer import Recognizer
 
         self.config = cfg = config or VideoConfig()
@@ -408,6 +408,7 @@ class FaceStream:
             t = getattr(rec, "threads", None)
             self.detector = create_detector(cfg.detector, min_face=cfg.min_face, **({"threads": t} if t is not None else {}))
         self.margin = self.detector.margin if cfg.margin is None else cfg.margin
+        self._crop_side = crop_side_for(rec)
         self.tracker = IouTracker(iou=cfg.iou, max_age=cfg.max_age, smoothing=cfg.smoothing)
         self._follower = FaceFollower()
         self._followed: dict[int, Any] = {}  # track id -> its Face in the last frame
@@ -432,7 +433,7 @@ class FaceStream:
         if faces is None:
             faces, detected, self._last_detected = self.detector.detect(frame), True, index
         t1 = time.perf_counter()
-        crops = [crop_face(frame, f, margin=self.margin, align=cfg.align) for f in faces]
+        crops = [crop_face(frame, f, margin=self.margin, align=cfg.align, max_side=self._crop_side) for f in faces]
         preds = rec.predict_batch(crops) if crops else []
         if detected:
             tracks = self.tracker.update(index, [f.box for f in faces], [p.probs for p in preds])

@@ -13,6 +13,7 @@ from fer_edge.detect import (
     FaceResult,
     create_detector,
     crop_face,
+    crop_side_for,
     eye_angle,
 )
 from fer_edge.errors import InputError, RuntimeUnavailableError
@@ -95,7 +96,8 @@ def test_predict_frame_equals_predict_on_the_crop(fer_frames, rec):
     results = rec.predict_frame(frame, detector="yunet")
     assert len(results) >= 2 and all(isinstance(r, FaceResult) for r in results)
     for r in results:
-        crop = crop_face(frame, Face(r.box, r.score, r.landmarks), margin=DETECTORS["yunet"].margin)
+        crop = crop_face(frame, Face(r.box, r.score, r.landmarks), margin=DETECTORS["yunet"].margin,
+                         max_side=crop_side_for(rec))
         direct = rec.predict(crop)
         assert r.prediction.label == direct.label
         np.testing.assert_allclose(r.prediction.probs, direct.probs, rtol=0, atol=1e-6)
@@ -282,3 +284,29 @@ def test_detectors_honour_threads_and_check_their_options():
     if any(cls.probe()[0] for cls in DETECTORS.values()):
         rec.detect(np.full((60, 80, 3), 128, np.uint8))
         assert rec.describe()["detectors"]["auto"]["threads"] == 1  # the recogniser's budget reaches its detector
+
+
+def test_crops_are_the_same_with_opencv_or_numpy_and_capped_big_faces_lose_nothing(monkeypatch):
+    """OpenCV's warpAffine and the numpy sampler cut the same crop (to OpenCV's 1/32 px grid); a big
+    face cut at max_side (area-averaged first) gives the model the same input as the full-size cut."""
+    pytest.importorskip("cv2", reason="the comparison needs OpenCV (the video extra)")
+    import fer_edge.detect as detect
+    from fer_edge.preprocess import InputSpec, preprocess
+
+    y, x = np.mgrid[0:240, 0:320].astype(np.float32)
+    frame = np.clip(128 + 60 * np.sin(x / 9.0) * np.cos(y / 13.0) + 0.3 * (x - y), 0, 255).astype(np.uint8)
+    marks = np.float32([[120, 90], [190, 104], [155, 130], [130, 160], [185, 170]])  # eyes tilted by 11 degrees
+    face = Face((95, 60, 130, 140), 1.0, marks)
+    with_cv2 = [crop_face(frame, face, margin=m, max_side=cap) for m in (0.0, 0.3) for cap in (None, 96)]
+    monkeypatch.setattr(detect, "_cv2_or_none", lambda: None)
+    with_numpy = [crop_face(frame, face, margin=m, max_side=cap) for m in (0.0, 0.3) for cap in (None, 96)]
+    for a, b in zip(with_cv2, with_numpy):
+        assert a.shape == b.shape and a.dtype == np.uint8
+        diff = np.abs(a.astype(int) - b.astype(int))
+        assert diff.mean() < 0.2 and diff.max() <= 2
+    assert with_cv2[0].shape == (140, 140) and with_cv2[1].shape == (96, 96) and with_cv2[3].shape == (96, 96)
+    spec = InputSpec()
+    full, capped = preprocess([with_numpy[0], with_numpy[1]], spec)
+    assert np.abs(full - capped).mean() < 0.5 / 255 and np.abs(full - capped).max() < 4 / 255
+    with pytest.raises(InputError, match="max_side"):
+        crop_face(frame, face, max_side=4)
