@@ -382,7 +382,7 @@ def _add_model_args(p: argparse.ArgumentParser, *, multi: bool = False) -> None:
         p.add_argument("--precision", default="auto", help="auto, fp32, int8, a comma list, or 'all'")
     else:
         p.add_argument("--backend", default="auto",
-                       help="auto (default), fastest (timed here, cached), or a name: onnxruntime, openvino, tensorrt")
+                       help="auto (default), fastest (timed here, cached), or a name: onnxruntime, openvino, tensorrt, ncnn")
         p.add_argument("--precision", default="auto", help="auto (INT8 where shipped), fp32 or int8")
     p.add_argument("--threads", type=int, help="fix the backend's thread count")
 
@@ -499,8 +499,9 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--out", required=True, help="bundle folder to write")
     ex.add_argument("--name", help="model name in the manifest (default: the folder name)")
     ex.add_argument("--targets", default="onnx,openvino",
-                    help="comma list of formats: onnx, openvino, tensorrt (tensorrt needs TensorRT and a GPU here)")
-    ex.add_argument("--precision", default="fp32,int8", help="comma list: fp32, fp16 (openvino, tensorrt), int8")
+                    help="comma list of formats: onnx, openvino, tensorrt (tensorrt needs TensorRT and a GPU here), "
+                         "ncnn (needs the ncnn and pnnx wheels)")
+    ex.add_argument("--precision", default="fp32,int8", help="comma list: fp32, fp16 (openvino, tensorrt, ncnn), int8")
     ex.add_argument("--artifacts", help="ship exactly these format/precision keys, e.g. onnx/int8,openvino/int8 "
                     "(overrides --targets/--precision; INT8 is still gated against FP32 built at export)")
     ex.add_argument("--calib", help="dataset for INT8 calibration (default: the val split of --val)")
