@@ -28,6 +28,10 @@ from .sampling import load_faces
 from .stages import stage_dir
 
 
+STORAGE = {"fp16": "FP16 weights; ncnn's FP16 storage where the CPU has F16C (its default)",
+           "fp32": "FP32 weights and FP32 storage"}
+
+
 def add_ncnn(bundle_dir: str | Path, *, val: Any, precision: str = "fp16", command: str | None = None,
              threads: int | None = 1) -> dict[str, Any]:
     """Convert, check, gate and add `ncnn/<precision>` to the bundle at `bundle_dir`; returns the
@@ -96,7 +100,8 @@ def add_ncnn(bundle_dir: str | Path, *, val: Any, precision: str = "fp16", comma
         export = m.extra.setdefault("export", {})
         export["artifacts"] = sorted({*export.get("artifacts", []), key})
         export["ncnn"] = {"source": f"{source.key()}" + (" dequantized (export/qdq2fp32.py)" if source.precision == "int8"
-                                                         else ""), "validation": val_desc, "threads": threads}
+                                                         else ""), "validation": val_desc, "threads": threads,
+                         "storage": STORAGE[precision]}
         if command:
             m.extra.setdefault("commands", {})["add_ncnn"] = command
         m.producer.update({"pnnx": _version("pnnx"), "ncnn": _version("ncnn")})
