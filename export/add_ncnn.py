@@ -22,14 +22,10 @@ from ..formats import FORMATS
 from ..manifest import Artifact
 from .card import model_card
 from .golden import read_golden
-from .onnx2ncnn import onnx2ncnn, _version
+from .onnx2ncnn import STORAGE, onnx2ncnn, _version
 from .pipeline import _move_into_place, _thresholds
 from .sampling import load_faces
 from .stages import stage_dir
-
-
-STORAGE = {"fp16": "FP16 weights; ncnn's FP16 storage where the CPU has F16C (its default)",
-           "fp32": "FP32 weights and FP32 storage"}
 
 
 def add_ncnn(bundle_dir: str | Path, *, val: Any, precision: str = "fp16", command: str | None = None,

@@ -30,6 +30,8 @@ SIDECAR_FORMAT = "fer-edge-ncnn"
 # has F16C) move outputs by ~1e-3 relative; FP32 only by summation order.
 PARITY_ATOL = {"fp32": 1e-4, "fp16": 5e-2}
 PNNX_TIMEOUT_S = 600
+STORAGE = {"fp16": "FP16 weights; ncnn's FP16 storage where the CPU has F16C (its default)",
+           "fp32": "FP32 weights and FP32 storage"}  # what the manifest says of each precision
 
 
 def pnnx_executable() -> Path:

@@ -25,6 +25,7 @@ from .gate import GateConfig, evaluate_artifacts, gate, skipped
 from .golden import read_golden, select_golden
 from .head_packaging import HEAD_ATOL, add_head, find_head, head_val_figures, reference_probabilities
 from .onnx2int8 import onnx2int8
+from .onnx2ncnn import STORAGE
 from .onnx2openvino import onnx2openvino
 from .stages import clean_stale, stage_dir
 from .openvino2int8 import openvino2int8
@@ -227,6 +228,9 @@ def export_bundle(
                          **({"hardware": trained_on} if trained_on else {}),
                          **({"minutes": float(train_minutes)} if train_minutes is not None else {})},
         })
+        ncnn = {k: STORAGE[k.split("/")[1]] for k in sorted(ship) if k.startswith("ncnn/")}
+        if ncnn:
+            manifest.extra["export"]["ncnn"] = {"storage": ncnn}
         if temperature is not None:
             manifest.extra["temperature"] = temperature
         for note in notes:
