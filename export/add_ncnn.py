@@ -15,8 +15,6 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from ..errors import AccuracyDropError, ExportError
 from ..formats import FORMATS
 from ..manifest import Artifact

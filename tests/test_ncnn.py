@@ -157,3 +157,26 @@ def test_explicit_ncnn_without_the_wheel_raises_never_falls_back(tiny_bundle, mo
     assert not NcnnBackend.probe().usable
     with pytest.raises(RuntimeUnavailableError, match=r"fer-edge\[ncnn\]"):
         fer_edge.Recognizer(tiny_bundle, backend="ncnn")
+
+
+@pytest.mark.ncnn
+def test_add_ncnn_to_an_int8_only_bundle_gates_checks_and_records_it(tiny_checkpoint, faces, tmp_path):
+    """The packaged base's path: no checkpoint, only a QDQ INT8 ONNX -> dequantized -> ncnn FP16."""
+    from fer_edge.bundle import Bundle
+    from fer_edge.errors import ExportError
+    from fer_edge.export import export_bundle
+    from fer_edge.export.add_ncnn import add_ncnn
+    from fer_edge.verify import verify
+
+    out = export_bundle(tiny_checkpoint, tmp_path / "int8-only", name="int8-only", artifacts=("onnx/int8",),
+                        val=faces, max_drop_pp=100, max_f1_drop_pp=100)
+    got = add_ncnn(out, val=faces, command="fer-edge add-ncnn int8-only --val faces")
+    m = Bundle.open(out).manifest
+    assert {a.key() for a in m.artifacts} == {"onnx/int8", "ncnn/fp16"}
+    assert m.extra["export"]["ncnn"]["source"].startswith("onnx/int8 dequantized")
+    assert m.extra["commands"]["add_ncnn"] == "fer-edge add-ncnn int8-only --val faces"
+    assert m.evaluation["accuracy_gate"]["drops_pp"]["ncnn/fp16"] == got["drop_pp"]
+    assert m.golden["thresholds"]["ncnn/fp16"]["atol"] >= got["golden"]["max_abs_diff"]
+    assert verify(Bundle.open(out)).ok
+    with pytest.raises(ExportError, match="already ships"):
+        add_ncnn(out, val=faces)
