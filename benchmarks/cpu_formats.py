@@ -42,47 +42,10 @@ REFERENCE = "ort int8 shipped (QDQ u8s8 per-channel) opt=all"
 
 
 def dequantize_qdq(model):
-    """A QDQ ONNX model with its INT8 weights folded back to FP32 and each activation Q/DQ pair
-    replaced by the ReLU it stood for (or nothing): the same weights in FP32 arithmetic."""
-    import onnx
-    from onnx import numpy_helper
+    """The shipped INT8 weights in FP32 arithmetic (export/qdq2fp32.py, which `fer-edge add-ncnn` uses too)."""
+    from fer_edge.export.qdq2fp32 import dequantize
 
-    inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
-    producer = {o: n for n in model.graph.node for o in n.output}
-    folded, drop, identities = {}, set(), {}
-    for n in model.graph.node:
-        if n.op_type != "DequantizeLinear":
-            continue
-        x = n.input[0]
-        scale = inits[n.input[1]]
-        zp = inits[n.input[2]] if len(n.input) > 2 and n.input[2] else np.zeros_like(scale, dtype=np.int32)
-        if x in inits:  # a weight: fold
-            axis = next((a.i for a in n.attribute if a.name == "axis"), 1)
-            q = inits[x].astype(np.float32)
-            shape = [1] * q.ndim
-            if scale.ndim:
-                shape[axis] = -1
-            folded[n.output[0]] = (q - zp.astype(np.float32).reshape(shape)) * scale.astype(np.float32).reshape(shape)
-            drop.add(id(n))
-        elif x in producer and producer[x].op_type == "QuantizeLinear":  # an activation pair: bypass
-            # The quantizer drops a ReLU whose output range starts at the zero point (the clamp to the
-            # integer range does its work), so a pair at the type's minimum becomes a Relu again.
-            drop.update((id(n), id(producer[x])))
-            q_zp = inits.get(producer[x].input[2]) if len(producer[x].input) > 2 else None
-            floor = q_zp is not None and q_zp.size == 1 and int(q_zp) == np.iinfo(q_zp.dtype).min
-            identities[id(n)] = onnx.helper.make_node("Relu" if floor else "Identity", [producer[x].input[0]],
-                                                      [n.output[0]])
-    graph = model.graph
-    keep = [identities.get(id(n), n) for n in graph.node if id(n) not in drop or id(n) in identities]
-    used = {i for n in keep for i in n.input}
-    new_inits = [i for i in graph.initializer if i.name in used and i.name not in folded]
-    new_inits += [numpy_helper.from_array(v.astype(np.float32), k) for k, v in folded.items() if k in used]
-    del graph.node[:]
-    graph.node.extend(keep)
-    del graph.initializer[:]
-    graph.initializer.extend(new_inits)
-    onnx.checker.check_model(model)
-    return model
+    return dequantize(model)
 
 
 def quantize(src: Path, dst: Path, calib: np.ndarray, *, qoperator: bool, u8u8: bool, per_channel: bool) -> Path:

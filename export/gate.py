@@ -50,7 +50,9 @@ def gate(reports: dict[str, dict[str, Any]], config: GateConfig, notes: list[str
     why: dict[str, list[str]] = {}
     for key, got in reports.items():
         fmt, precision = key.split("/")
-        ref = reports.get(f"{fmt}/fp32")
+        # Formats converted from the FP32 ONNX without an FP32 of their own (ncnn FP16) gate against it.
+        ref_key = f"{fmt}/fp32" if f"{fmt}/fp32" in reports else "onnx/fp32"
+        ref = reports.get(ref_key)
         if precision == "fp32" or ref is None:
             continue
         if precision == "int8":
@@ -62,10 +64,10 @@ def gate(reports: dict[str, dict[str, Any]], config: GateConfig, notes: list[str
         reasons = []
         if drop > config.max_drop_pp:
             reasons.append(f"{key} val accuracy {got['accuracy']:.2%} is {drop:.2f} pp below "
-                           f"{fmt}/fp32 {ref['accuracy']:.2%} (allowed: {config.max_drop_pp} pp)")
+                           f"{ref_key} {ref['accuracy']:.2%} (allowed: {config.max_drop_pp} pp)")
         if f1_drop > config.max_f1_drop_pp:
             reasons.append(f"{key} val macro-F1 {got['macro_f1']:.2%} is {f1_drop:.2f} pp below "
-                           f"{fmt}/fp32 {ref['macro_f1']:.2%} (allowed: {config.max_f1_drop_pp} pp)")
+                           f"{ref_key} {ref['macro_f1']:.2%} (allowed: {config.max_f1_drop_pp} pp)")
         if reasons:
             failed.append(key)
             failures += reasons

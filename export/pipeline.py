@@ -25,6 +25,7 @@ from .gate import GateConfig, evaluate_artifacts, gate, skipped
 from .golden import read_golden, select_golden
 from .head_packaging import HEAD_ATOL, add_head, find_head, head_val_figures, reference_probabilities
 from .onnx2int8 import onnx2int8
+from .onnx2ncnn import STORAGE
 from .onnx2openvino import onnx2openvino
 from .stages import clean_stale, stage_dir
 from .openvino2int8 import openvino2int8
@@ -227,6 +228,9 @@ def export_bundle(
                          **({"hardware": trained_on} if trained_on else {}),
                          **({"minutes": float(train_minutes)} if train_minutes is not None else {})},
         })
+        ncnn = {k: STORAGE[k.split("/")[1]] for k in sorted(ship) if k.startswith("ncnn/")}
+        if ncnn:
+            manifest.extra["export"]["ncnn"] = {"storage": ncnn}
         if temperature is not None:
             manifest.extra["temperature"] = temperature
         for note in notes:
@@ -391,13 +395,18 @@ def _build(model, stage: Path, targets, precisions, spec, metadata, calib, max_b
             onnx2openvino(fp32_onnx, path("openvino", "fp16"), fp16=True)
         if "openvino/int8" in ship:
             openvino2int8(stage / FORMATS["openvino"].path("fp32"), path("openvino", "int8"), calib)
+    for prec in FORMATS["ncnn"].exporter_builds:  # gated against the FP32 ONNX it is converted from
+        if f"ncnn/{prec}" in ship:
+            from .onnx2ncnn import onnx2ncnn
+
+            onnx2ncnn(fp32_onnx, path("ncnn", prec), precision=prec)
     engines: dict[str, Any] = {}
     if "tensorrt" in targets:
         if "int8" in precisions:  # TensorRT takes only symmetric QDQ; shipped so build-engine can rebuild it
             onnx2int8(fp32_onnx, stage / INT8_SOURCE, calib, symmetric=True)
         engines = build_engines(stage, precisions, max_batch=max_batch)
         built += [("tensorrt", r["precision"], rel) for rel, r in engines.items()]
-    if "onnx" not in targets and "tensorrt" not in targets:  # the engines' source stays when there are any
+    if not {"onnx", "tensorrt", "ncnn"} & set(targets):  # the engines' (and ncnn's gate) source stays
         built.remove(("onnx", "fp32", FORMATS["onnx"].path("fp32")))
         _remove_artifact(stage, FORMATS["onnx"].path("fp32"), FORMATS["onnx"])
     return built, engines
@@ -460,7 +469,7 @@ def producer(fer_edge_version: str) -> dict[str, Any]:
 
     versions: dict[str, Any] = {"fer_edge": fer_edge_version, "python": platform.python_version()}
     for dist in ("torch", "onnx", "onnxruntime", "onnxsim", "openvino", "nncf", "numpy", "xgboost-cpu", "treelite",
-                 "tl2cgen"):
+                 "tl2cgen", "pnnx", "ncnn"):
         try:
             versions[dist] = metadata.version(dist)
         except metadata.PackageNotFoundError:

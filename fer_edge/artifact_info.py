@@ -33,7 +33,9 @@ def read_info(path: str | os.PathLike, fmt: str) -> GraphInfo | None:
                 return _onnx(memoryview(f.read()))
         if fmt == "openvino":
             return _openvino(path)
-    except (IndexError, ValueError, ET.ParseError, UnicodeDecodeError) as e:
+        if fmt == "ncnn":
+            return _ncnn(path)
+    except (IndexError, ValueError, TypeError, AttributeError, ET.ParseError, UnicodeDecodeError) as e:
         raise Unreadable(f"{type(e).__name__}: {str(e)[:120]}") from None
     return None
 
@@ -155,3 +157,19 @@ def _openvino(path) -> GraphInfo:
     if stamp is not None:
         info.stamp = {child.tag: child.get("value", "") for child in stamp}
     return info
+
+
+# --- ncnn: the param file has neither names nor metadata; the exporter's sidecar JSON has both ------------------
+
+def _ncnn(path) -> GraphInfo:
+    from .errors import BundleError
+    from .jsonfile import read_json
+
+    side = os.path.splitext(path)[0] + ".json"
+    try:
+        data = read_json(side, error=BundleError)
+    except (FileNotFoundError, BundleError) as e:
+        raise ValueError(f"no readable sidecar {os.path.basename(side)}: {e}") from None
+    return GraphInfo(stamp={k: str(v) for k, v in (data.get("fer_edge") or {}).items()},
+                     inputs={k: tuple(v["shape"]) for k, v in data["inputs"].items()},
+                     outputs={k: tuple(v["shape"]) for k, v in data["outputs"].items()})

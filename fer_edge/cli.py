@@ -245,6 +245,16 @@ def _cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_add_ncnn(args: argparse.Namespace) -> int:
+    from .export.add_ncnn import add_ncnn
+
+    got = add_ncnn(args.bundle, val=args.val, precision=args.precision, command=_command_line(args),
+                   threads=args.threads)
+    print(f"added ncnn/{args.precision} to {args.bundle}: val accuracy {got['val']['accuracy']:.2%} "
+          f"({got['drop_pp']:+.2f} pp below onnx/fp32), golden top-1 agreement {got['golden']['top1_agreement']:.3f}")
+    return 0
+
+
 def _cmd_verify(args: argparse.Namespace) -> int:
     from .verify import verify
 
@@ -382,7 +392,7 @@ def _add_model_args(p: argparse.ArgumentParser, *, multi: bool = False) -> None:
         p.add_argument("--precision", default="auto", help="auto, fp32, int8, a comma list, or 'all'")
     else:
         p.add_argument("--backend", default="auto",
-                       help="auto (default), fastest (timed here, cached), or a name: onnxruntime, openvino, tensorrt")
+                       help="auto (default), fastest (timed here, cached), or a name: onnxruntime, openvino, tensorrt, ncnn")
         p.add_argument("--precision", default="auto", help="auto (INT8 where shipped), fp32 or int8")
     p.add_argument("--threads", type=int, help="fix the backend's thread count")
 
@@ -499,8 +509,9 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--out", required=True, help="bundle folder to write")
     ex.add_argument("--name", help="model name in the manifest (default: the folder name)")
     ex.add_argument("--targets", default="onnx,openvino",
-                    help="comma list of formats: onnx, openvino, tensorrt (tensorrt needs TensorRT and a GPU here)")
-    ex.add_argument("--precision", default="fp32,int8", help="comma list: fp32, fp16 (openvino, tensorrt), int8")
+                    help="comma list of formats: onnx, openvino, tensorrt (tensorrt needs TensorRT and a GPU here), "
+                         "ncnn (needs the ncnn and pnnx wheels)")
+    ex.add_argument("--precision", default="fp32,int8", help="comma list: fp32, fp16 (openvino, tensorrt, ncnn), int8")
     ex.add_argument("--artifacts", help="ship exactly these format/precision keys, e.g. onnx/int8,openvino/int8 "
                     "(overrides --targets/--precision; INT8 is still gated against FP32 built at export)")
     ex.add_argument("--calib", help="dataset for INT8 calibration (default: the val split of --val)")
@@ -520,6 +531,14 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--trained-on", help="the hardware that trained the checkpoint, e.g. '1x NVIDIA H200'")
     ex.add_argument("--train-minutes", type=float, help="the training's wall time in minutes")
     ex.set_defaults(func=_cmd_export)
+
+    an = sub.add_parser("add-ncnn", help="add an ncnn artifact to a bundle folder, converted from the ONNX it ships, "
+                                         "gated on val like an exported one")
+    an.add_argument("bundle", help="bundle folder")
+    an.add_argument("--val", required=True, help="dataset root whose val split gates it")
+    an.add_argument("--precision", default="fp16", choices=("fp16", "fp32"), help="fp16 (FP16 weights) or fp32")
+    an.add_argument("--threads", type=int, default=1, help="threads for the checks and the val evaluation")
+    an.set_defaults(func=_cmd_add_ncnn)
 
     vf = sub.add_parser("verify", help="re-run a bundle's golden inputs through every artifact and head; "
                                        "exit 5 on any failure")

@@ -60,6 +60,10 @@ FORMATS: dict[str, Format] = {
         # FP32 ONNX (INT8 needs the exporter's symmetric QDQ file).
         Format("tensorrt", ".engine", ("timing.cache",), ("fp32", "fp16", "int8"), "tensorrt", "tensorrt", True,
                True, exporter_builds=("fp32", "fp16", "int8"), runtime_builds=("fp32", "fp16")),
+        # ncnn (pnnx from the FP32 ONNX): shipped where it wins on a CPU class (base on AVX2,
+        # docs/benchmarks.md). The .json sidecar holds the identity stamp and blob names (export/onnx2ncnn.py).
+        Format("ncnn", ".param", (".bin", ".json"), ("fp32", "fp16"), "ncnn", "ncnn", False, False,
+               exporter_builds=("fp32", "fp16")),
     )
 }
 

@@ -171,6 +171,10 @@ def _stamp(path, fmt: str) -> tuple[dict[str, str] | None, str]:
             fields = {k: model.get_rt_info(["fer_edge", k]).astype(str) for k in (*STAMP_FIELDS, DIGEST_KEY)
                       if model.has_rt_info(["fer_edge", k])}
             return fields, "openvino rt_info"
+        if fmt == "ncnn":
+            from .artifact_info import read_info  # the sidecar JSON beside the param: needs no ncnn
+
+            return dict(read_info(path, fmt).stamp), "ncnn sidecar JSON"
     except ImportError as e:
         return None, f"cannot read its metadata here ({e})"
     except Exception as e:  # a corrupt file: the run check below reports it too

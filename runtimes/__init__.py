@@ -11,6 +11,7 @@ from __future__ import annotations
 from . import onnxruntime as _onnxruntime  # noqa: F401  (registers the backend; imports nothing heavy)
 from . import openvino as _openvino  # noqa: F401
 from . import tensorrt as _tensorrt  # noqa: F401
+from . import ncnn as _ncnn  # noqa: F401
 from .base import BACKENDS, Backend, Probe, get_backend, register_backend
 from .machine import cpu_count, cpu_model, cpu_vendor
 from .selection import Selection, auto_order, probe_all, select_backend, time_backend

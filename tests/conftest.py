@@ -107,6 +107,10 @@ def _requirement_missing(marker: str) -> str | None:
         return "needs the onnxruntime package: pip install 'fer-edge[onnxruntime]'"
     if marker == "tensorrt" and importlib.util.find_spec("tensorrt") is None:
         return "needs TensorRT: pip install 'fer-edge[tensorrt]' (or JetPack's python3-libnvinfer on a Jetson)"
+    if marker == "ncnn":
+        absent = [m for m in ("ncnn", "pnnx") if importlib.util.find_spec(m) is None]
+        if absent:
+            return f"needs {' and '.join(absent)}: pip install 'fer-edge[ncnn]'"
     if marker == "gpu":
         from fer_edge.runtimes.cuda_probe import cuda_status
 
@@ -119,7 +123,7 @@ def _requirement_missing(marker: str) -> str | None:
 def pytest_collection_modifyitems(config, items):
     missing: dict[str, str | None] = {}
     for item in items:
-        for marker in ("openvino", "onnxruntime", "tensorrt", "gpu"):
+        for marker in ("openvino", "onnxruntime", "tensorrt", "gpu", "ncnn"):
             if item.get_closest_marker(marker) is None:
                 continue
             if marker not in missing:

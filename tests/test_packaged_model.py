@@ -42,12 +42,13 @@ def test_default_model_is_packaged_and_verifies(default_bundle):
     assert total < 4 * 2**20, f"packaged bundle is {total / 2**20:.1f} MiB"
 
 
-def test_base_by_name_is_small_and_int8(base_bundle):
+def test_base_by_name_is_small_int8_and_ncnn(base_bundle):
     m = base_bundle.manifest
     assert m.name == "base" and m.model["arch"] == "vgg_fer"
-    assert {a.precision for a in m.artifacts} == {"int8"}
+    # ONNX INT8 for every CPU; ncnn FP16 (10.2 MB of weights) because it is faster on AVX2 without VNNI.
+    assert {a.key() for a in m.artifacts} == {"onnx/int8", "ncnn/fp16"}
     on_disk = sum(p.stat().st_size for p in base_bundle.root.rglob("*") if p.is_file())
-    assert on_disk <= 10_000_000, f"base is {on_disk / 1e6:.2f} MB on disk"
+    assert on_disk <= 16_500_000, f"base is {on_disk / 1e6:.2f} MB on disk"
     gate = m.evaluation["accuracy_gate"]
     assert gate["status"] == "passed" and set(gate["drops_pp"]) == {a.key() for a in m.artifacts}
     assert all(not v.get("shipped", True) for k, v in m.evaluation["val"].items() if k.endswith("/fp32"))
@@ -129,7 +130,8 @@ def test_model_base_on_the_command_line(capsys):
     image = str(sample_faces()[0])
     assert main(["predict", image, "--model", "base", "--json"]) == 0
     out = capsys.readouterr().out
-    assert '"model": "base"' in out and '"precision": "int8"' in out
+    # auto serves whichever shipped pair is fastest here: ONNX Runtime INT8 or ncnn FP16
+    assert '"model": "base"' in out and ('"precision": "int8"' in out or '"precision": "fp16"' in out)
 
 
 @pytest.mark.slow  # every packaged model x backend x precision over all 3,589 test crops: minutes

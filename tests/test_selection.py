@@ -90,9 +90,9 @@ def test_auto_order_is_gpu_then_openvino_on_intel_then_onnxruntime(monkeypatch):
     order, why = auto_order()
     assert order[0] == "tensorrt" and "CUDA" in why
     pin_vendor(monkeypatch, "GenuineIntel")
-    assert auto_order()[0][1:] == ["openvino", "onnxruntime"]
+    assert auto_order()[0][1:] == ["openvino", "onnxruntime", "ncnn"]
     pin_vendor(monkeypatch, "AuthenticAMD")
-    assert auto_order()[0][1:] == ["onnxruntime", "openvino"]
+    assert auto_order()[0][1:] == ["onnxruntime", "openvino", "ncnn"]  # ncnn last: auto times it anyway
 
 
 @pytest.mark.parametrize("vendor", ["GenuineIntel", "AuthenticAMD"])
