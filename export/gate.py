@@ -50,8 +50,14 @@ def gate(reports: dict[str, dict[str, Any]], config: GateConfig, notes: list[str
     why: dict[str, list[str]] = {}
     for key, got in reports.items():
         fmt, precision = key.split("/")
-        ref = reports.get(f"{fmt}/fp32")
-        if precision == "fp32" or ref is None:
+        ref_key = f"{fmt}/{FORMATS[fmt].reference}"
+        if key == ref_key:
+            continue
+        ref = reports.get(ref_key)
+        if ref is None:  # never passed unmeasured: a converter that skips its reference is a bug
+            failed.append(key)
+            why[key] = [f"{key} cannot be gated: its reference {ref_key} was not built"]
+            failures += why[key]
             continue
         if precision == "int8":
             figures["int8_agreement_val"][fmt] = agreement(ref, got)
@@ -62,10 +68,10 @@ def gate(reports: dict[str, dict[str, Any]], config: GateConfig, notes: list[str
         reasons = []
         if drop > config.max_drop_pp:
             reasons.append(f"{key} val accuracy {got['accuracy']:.2%} is {drop:.2f} pp below "
-                           f"{fmt}/fp32 {ref['accuracy']:.2%} (allowed: {config.max_drop_pp} pp)")
+                           f"{ref_key} {ref['accuracy']:.2%} (allowed: {config.max_drop_pp} pp)")
         if f1_drop > config.max_f1_drop_pp:
             reasons.append(f"{key} val macro-F1 {got['macro_f1']:.2%} is {f1_drop:.2f} pp below "
-                           f"{fmt}/fp32 {ref['macro_f1']:.2%} (allowed: {config.max_f1_drop_pp} pp)")
+                           f"{ref_key} {ref['macro_f1']:.2%} (allowed: {config.max_f1_drop_pp} pp)")
         if reasons:
             failed.append(key)
             failures += reasons

@@ -13,6 +13,25 @@ from .torch2onnx import INPUT, metadata_of, ort_session
 PARITY_ATOL = {False: 1e-4, True: 5e-2}  # FP16 weights move outputs by ~1e-4..1e-2 relative
 
 
+def convert(job) -> None:
+    """The OpenVINO format's converter (fer_edge.formats): FP32 always (the reference every other
+    OpenVINO precision is gated against, shipped or not), FP16 weights and NNCF INT8 when asked.
+    Every IR carries the ONNX file's stamp in its rt_info."""
+    fp32 = job.path("openvino", "fp32")
+    onnx2openvino(job.onnx, fp32)
+    wanted = job.wanted("openvino")
+    if "fp16" in wanted:
+        onnx2openvino(job.onnx, job.path("openvino", "fp16"), fp16=True)
+    if "int8" in wanted:
+        import nncf
+
+        from .openvino2int8 import FAST_BIAS_CORRECTION, KEEP_FLOAT, describe, openvino2int8
+
+        openvino2int8(fp32, job.path("openvino", "int8"), job.calib)
+        job.calibration["openvino"] = describe(len(job.calib), KEEP_FLOAT, FAST_BIAS_CORRECTION, "performance",
+                                               nncf.__version__)
+
+
 def onnx2openvino(src_onnx: str | os.PathLike, dst_xml: str | os.PathLike, *, fp16: bool = False) -> Path:
     """Convert `src_onnx` to IR at `dst_xml` (its .bin beside it). Weights stay FP32 unless fp16.
 

@@ -8,6 +8,7 @@ import logging
 import os
 import shutil
 import warnings
+from importlib import import_module
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -18,16 +19,13 @@ from ..formats import FORMATS
 from ..formats import buildable
 from ..manifest import Artifact, Manifest
 from ..parity import check
-from .build_engine import ENGINES_KEY, INT8_SOURCE, build_engines
+from .build_engine import ENGINES_KEY
 from .card import model_card
 from .checkpoint import load_checkpoint
 from .gate import GateConfig, evaluate_artifacts, gate, skipped
 from .golden import read_golden, select_golden
 from .head_packaging import HEAD_ATOL, add_head, find_head, head_val_figures, reference_probabilities
-from .onnx2int8 import onnx2int8
-from .onnx2openvino import onnx2openvino
-from .stages import clean_stale, stage_dir
-from .openvino2int8 import openvino2int8
+from .stages import ConvertJob, clean_stale, stage_dir
 from .sampling import calibration_batch, load_faces
 from .torch2onnx import INPUT, OUTPUTS, torch2onnx
 
@@ -154,15 +152,10 @@ def export_bundle(
         digest = identity_digest(manifest)
         metadata = {"name": name, "version": str(version), "arch": meta["arch"], "labels": list(meta["labels"]),
                     "feature_dim": str(meta["feature_dim"]), "input": spec.to_dict(), "manifest_sha256": digest}
-        built, engines = _build(model, stage, targets, precisions, spec, metadata, calib_batch, max_batch, simplify,
-                                ship)
-        if calib_info is not None and "openvino/int8" in ship:
-            from .openvino2int8 import FAST_BIAS_CORRECTION, KEEP_FLOAT, describe
-
-            import nncf
-
-            calib_info["openvino"] = describe(len(calib_batch), KEEP_FLOAT, FAST_BIAS_CORRECTION, "performance",
-                                              nncf.__version__)
+        job = _build(model, stage, targets, precisions, spec, metadata, calib_batch, max_batch, simplify, ship)
+        built, engines = job.built, job.records.get(ENGINES_KEY, {})
+        if calib_info is not None:
+            calib_info.update(job.calibration)
         manifest.producer["onnx_simplified"] = _simplified(stage)
         golden = select_golden(stage, model, spec, val_set, calib_batch)
         manifest.artifacts = [Artifact(fmt, prec, path) for fmt, prec, path in built]
@@ -258,7 +251,8 @@ def _thresholds(measured: dict[str, dict[str, float]], n: int) -> dict[str, dict
     CPUs run other INT8 kernels; the accuracy gate on val is what guards accuracy)."""
     out = {}
     for key, m in measured.items():
-        if not key.endswith("/fp32"):
+        fmt, precision = key.split("/")
+        if precision != FORMATS[fmt].reference:
             out[key] = {"min_top1_agreement": round(max(0.0, m["top1_agreement"] - 2 / n), 4),
                         "min_embedding_cosine": round(max(0.0, m["min_embedding_cosine"] - 0.02), 4)}
     return out
@@ -318,7 +312,7 @@ def _fit_temperature(reports: dict[str, dict[str, Any]], val_desc: str | None, b
     from ..recognizer import Recognizer
     from ..tta import MODES
 
-    key = next((k for k in ("onnx/fp32", "openvino/fp32") if k in reports), None)
+    key = next((k for k in (f"{f.key}/{f.reference}" for f in FORMATS.values()) if k in reports), None)
     if key is None:
         return None
 
@@ -372,35 +366,20 @@ def input_spec(meta: dict[str, Any]):
 
 
 def _build(model, stage: Path, targets, precisions, spec, metadata, calib, max_batch: int,
-           simplify: bool, ship: set[str]) -> tuple[list[tuple[str, str, str]], dict[str, Any]]:
-    """Run the converters; returns ((format, precision, path) of every artifact built, shipped or
-    not; TensorRT engine build records by path)."""
-    built = []
-
-    def path(fmt: str, prec: str) -> Path:
-        built.append((fmt, prec, FORMATS[fmt].path(prec)))
-        return stage / built[-1][2]
-
-    torch2onnx(model, path("onnx", "fp32"), size=spec.size, metadata=metadata, simplify=simplify)
-    fp32_onnx = stage / FORMATS["onnx"].path("fp32")
-    if "onnx/int8" in ship:
-        onnx2int8(fp32_onnx, path("onnx", "int8"), calib)
-    if "openvino" in targets:
-        onnx2openvino(fp32_onnx, path("openvino", "fp32"))  # shipped or not: the reference of the gate
-        if "openvino/fp16" in ship:
-            onnx2openvino(fp32_onnx, path("openvino", "fp16"), fp16=True)
-        if "openvino/int8" in ship:
-            openvino2int8(stage / FORMATS["openvino"].path("fp32"), path("openvino", "int8"), calib)
-    engines: dict[str, Any] = {}
-    if "tensorrt" in targets:
-        if "int8" in precisions:  # TensorRT takes only symmetric QDQ; shipped so build-engine can rebuild it
-            onnx2int8(fp32_onnx, stage / INT8_SOURCE, calib, symmetric=True)
-        engines = build_engines(stage, precisions, max_batch=max_batch)
-        built += [("tensorrt", r["precision"], rel) for rel, r in engines.items()]
-    if "onnx" not in targets and "tensorrt" not in targets:  # the engines' source stays when there are any
-        built.remove(("onnx", "fp32", FORMATS["onnx"].path("fp32")))
+           simplify: bool, ship: set[str]) -> ConvertJob:
+    """torch2onnx, then each target format's converter (its FORMATS row names it), in table order.
+    The job lists every artifact built, shipped or not, and the converters' records."""
+    onnx = stage / FORMATS["onnx"].path("fp32")
+    torch2onnx(model, onnx, size=spec.size, metadata=metadata, simplify=simplify)
+    job = ConvertJob(stage, onnx, frozenset(ship), tuple(precisions), calib, max_batch)
+    for key, fmt in FORMATS.items():
+        if key in targets:
+            import_module(f"{__package__}.{fmt.converter}").convert(job)
+    order = list(FORMATS)
+    job.built.sort(key=lambda b: order.index(b[0]))  # stable: each format's own order stays
+    if not any(b[:2] == ("onnx", "fp32") for b in job.built):  # the source no format claimed
         _remove_artifact(stage, FORMATS["onnx"].path("fp32"), FORMATS["onnx"])
-    return built, engines
+    return job
 
 
 def _remove_artifact(stage: Path, rel: str, fmt) -> None:

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import json
 
-from .artifact_info import Unreadable, read_info
+from .artifact_info import Unreadable
+from .formats import read_info
 from .calibration import check_temperature
 from .errors import InputError
 from .manifest import identity_digest

@@ -154,34 +154,18 @@ STAMP_FIELDS = ("name", "version", "labels", "input")  # identity fields an arti
 
 
 def _stamp(path, fmt: str) -> tuple[dict[str, str] | None, str]:
-    """(the fer_edge fields stamped in the file, or None when they cannot be read; where they live).
-    Older exports wrote ONNX keys without the `fer_edge.` prefix: those are read too."""
+    """(the fer_edge fields stamped in the file, or None when it carries none or they cannot be read;
+    where they live), through the format's one stamp reader (formats.FORMATS[fmt].info)."""
+    from .artifact_info import Unreadable
+    from .formats import get_format
+
     try:
-        if fmt == "onnx":
-            from .artifact_info import onnx_metadata  # a protobuf walk: needs neither onnx nor ONNX Runtime
-
-            props = onnx_metadata(path)
-            fields = {k: props[k] for k in (*STAMP_FIELDS, DIGEST_KEY) if k in props}
-            fields.update({k[len("fer_edge."):]: v for k, v in props.items() if k.startswith("fer_edge.")})
-            return fields, "onnx metadata_props"
-        if fmt == "openvino":
-            import openvino as ov
-
-            model = ov.Core().read_model(str(path))
-            fields = {k: model.get_rt_info(["fer_edge", k]).astype(str) for k in (*STAMP_FIELDS, DIGEST_KEY)
-                      if model.has_rt_info(["fer_edge", k])}
-            return fields, "openvino rt_info"
-    except ImportError as e:
-        return None, f"cannot read its metadata here ({e})"
-    except Exception as e:  # a corrupt file: the run check below reports it too
-        return None, f"unreadable metadata ({type(e).__name__}: {str(e)[:120]})"
-    return None, f"{fmt} files carry no metadata"
-
-
-def _stamped_digest(path, fmt: str) -> tuple[str | None, str]:
-    """(digest stamped in the file or None, how it was read / why not)."""
-    fields, how = _stamp(path, fmt)
-    return (fields or {}).get(DIGEST_KEY), how
+        info = get_format(fmt).read_info(path)
+    except (Unreadable, OSError) as e:  # a corrupt file: the run check below reports it too
+        return None, f"unreadable metadata ({str(e)[:120]})"
+    if info is None:
+        return None, f"{fmt} files carry no metadata"
+    return {k: v for k, v in info.stamp.items() if k in (*STAMP_FIELDS, DIGEST_KEY)}, f"{fmt} metadata"
 
 
 def _identity(bundle, fields: dict[str, str] | None, how: str) -> tuple[str, list[str]]:

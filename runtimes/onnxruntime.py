@@ -51,8 +51,6 @@ def _cuda_present() -> bool:
 class OnnxRuntimeBackend(Backend):
     name = "onnxruntime"
     format = "onnx"
-    extra = "onnxruntime"
-    module = "onnxruntime"
 
     @classmethod
     def probe(cls) -> Probe:

@@ -66,8 +66,6 @@ def openvino_device(device: str | int | None) -> str:
 class OpenVinoBackend(Backend):
     name = "openvino"
     format = "openvino"
-    extra = "openvino"
-    module = "openvino"
 
     @classmethod
     def probe(cls) -> Probe:

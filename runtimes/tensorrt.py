@@ -51,8 +51,6 @@ def target_key(device: str | None) -> tuple[Any, str]:
 class TensorRTBackend(Backend):
     name = "tensorrt"
     format = "tensorrt"
-    extra = "tensorrt"
-    module = "tensorrt"
 
     @classmethod
     def probe(cls) -> Probe:
