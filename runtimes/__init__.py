@@ -10,8 +10,28 @@ any runtime (they import lazily).
 from __future__ import annotations
 
 from importlib import import_module
+from pathlib import Path
 
+from .. import errors
 from ..formats import FORMATS
+
+
+def check_checkout(subpackage_file: str) -> None:
+    """Refuse a fer_edge assembled from two checkouts. Packaging maps runtimes/ and export/ into
+    fer_edge; with a checkout's fer_edge/ first on PYTHONPATH and another checkout installed
+    editable, these would silently come from the other one."""
+    root = Path(subpackage_file).resolve().parent.parent
+    core = Path(errors.__file__).resolve().parent
+    if (root / "pyproject.toml").is_file() and core != root / "fer_edge":
+        sub = Path(subpackage_file).parent.name
+        raise ImportError(f"fer_edge comes from {core.parent} but fer_edge.{sub} from {root}: two checkouts "
+                          f"mixed (PYTHONPATH over an editable install of another checkout?). Install the "
+                          f"checkout you run: pip install -e {core.parent} (tools/checkout_venv.sh makes a "
+                          "venv for it on top of an existing one)")
+
+
+check_checkout(__file__)
+
 from .base import BACKENDS, Backend, Probe, get_backend, register_backend
 from .machine import cpu_count, cpu_model, cpu_vendor
 from .selection import Selection, auto_order, probe_all, select_backend, time_backend
