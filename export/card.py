@@ -79,7 +79,7 @@ def model_card(m: Manifest, meta: dict[str, Any]) -> str:
         lines.append(f"- On {cls} CPUs ({v['measured']} against {v['reference']}, accuracy drop: {drops}): "
                      f"**{v['status']}**" + (f"; `auto` does not choose {', '.join(v['failed_artifacts'])} there"
                                              if v["failed_artifacts"] else "") + ".")
-    temp = m.extra.get("temperature")
+    temp = m.temperature
     if temp:
         lines += ["", f"Temperature scaling: T = {temp['value']:g}, fitted on {temp['fitted_on']} "
                       f"(val NLL {temp['val_nll']['before']:.4f} -> {temp['val_nll']['after']:.4f}, val ECE "

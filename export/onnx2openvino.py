@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ExportError
+from ..runtimes.openvino import core
 from .torch2onnx import INPUT, metadata_of, ort_session
 
 PARITY_ATOL = {False: 1e-4, True: 5e-2}  # FP16 weights move outputs by ~1e-4..1e-2 relative
@@ -65,12 +66,10 @@ def output_names(compiled_or_model) -> list[set[str]]:
 
 def check_against_onnx(xml: Path, onnx_path: Path, *, atol: float) -> None:
     """Same input/output names as the ONNX file, and outputs within atol (scaled by magnitude)."""
-    import openvino as ov
-
     session = ort_session(onnx_path)
     names = [o.name for o in session.get_outputs()]
     # f32 hint: on bf16-capable CPUs OpenVINO would otherwise run the FP32 IR in bf16.
-    compiled = ov.Core().compile_model(str(xml), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    compiled = core().compile_model(str(xml), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
     inputs = {n for i in compiled.inputs for n in i.get_names()}
     outputs = set().union(*output_names(compiled))
     if INPUT not in inputs or not set(names) <= outputs:

@@ -221,7 +221,7 @@ def export_bundle(
                          **({"minutes": float(train_minutes)} if train_minutes is not None else {})},
         })
         if temperature is not None:
-            manifest.extra["temperature"] = temperature
+            manifest.temperature = temperature
         for note in notes:
             warnings.warn(f"export {name}: {note}", stacklevel=2)
         (stage / "MODEL_CARD.md").write_text(model_card(manifest, meta))
@@ -310,7 +310,7 @@ def _fit_temperature(reports: dict[str, dict[str, Any]], val_desc: str | None, b
     over-softens them (tiny's ten-crop ECE on test went 0.041 -> 0.043 with it, base's 0.036 -> 0.046)."""
     from ..calibration import T_SEARCH, apply_temperature, expected_calibration_error, fit_temperature, nll
     from ..recognizer import Recognizer
-    from ..tta import MODES
+    from ..tta import TTA_MODES
 
     key = next((k for k in (f"{f.key}/{f.reference}" for f in FORMATS.values()) if k in reports), None)
     if key is None:
@@ -332,7 +332,7 @@ def _fit_temperature(reports: dict[str, dict[str, Any]], val_desc: str | None, b
     if bundle is not None and val_set is not None:
         fmt, precision = key.split("/")
         entry["by_tta"] = {}
-        for mode in MODES[1:]:
+        for mode in TTA_MODES[1:]:
             rec = Recognizer(bundle=bundle, backend=FORMATS[fmt].backend, precision=precision, tta=mode,
                              calibrated=False)
             entry["by_tta"][mode] = fitted(rec.predict_proba(val_set.images), y, mode)

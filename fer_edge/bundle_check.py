@@ -20,7 +20,7 @@ from .preprocess import InputSpec
 def check_bundle(bundle) -> list[str]:
     """Every way the manifest contradicts itself or its artifacts, in words; [] when consistent."""
     m = bundle.manifest
-    problems = _temperature_problems(m.extra.get("temperature"))
+    problems = _temperature_problems(m.temperature)
     digest = identity_digest(m)
     for art in m.artifacts:
         try:

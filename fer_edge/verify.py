@@ -17,7 +17,6 @@ An artifact whose backend cannot run here (TensorRT without a GPU, an engine of 
 from __future__ import annotations
 
 import json
-import platform
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -30,11 +29,6 @@ from .parity import problems as parity_problems
 
 DIGEST_KEY = "manifest_sha256"  # ONNX metadata_props `fer_edge.manifest_sha256`, OV rt_info fer_edge/manifest_sha256
 STATUSES = ("passed", "failed", "skipped")
-
-
-def platform_tag() -> str:
-    """The key of a head's native library for this machine, e.g. 'linux-x86_64'."""
-    return f"{platform.system().lower()}-{platform.machine()}"
 
 
 @dataclass
@@ -272,6 +266,7 @@ def _check_head(bundle, name: str, head: dict[str, Any], golden, report: VerifyR
         report.add(check, "failed", "no golden outputs recorded for this head at export")
         return
     try:
+        from .runtimes.head_build import platform_tag
         from .runtimes.heads import load_head
     except ImportError as e:
         report.add(check, "skipped", f"this fer_edge has no head runtime ({e})")

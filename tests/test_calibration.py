@@ -54,7 +54,7 @@ def test_temperature_round_trip_fitted_stored_applied(tiny_bundle, faces):
     from fer_edge.bundle import Bundle
 
     m = Bundle.open(tiny_bundle).manifest
-    entry = m.extra["temperature"]
+    entry = m.temperature
     assert entry["head"] == "in_graph" and entry["value"] > 0
     assert entry["val_nll"]["after"] <= entry["val_nll"]["before"] + 1e-9
     rec = fer_edge.Recognizer(tiny_bundle, "onnxruntime", precision="fp32")
@@ -75,7 +75,7 @@ def test_each_tta_mode_has_its_own_temperature(tiny_bundle, faces):
 
     from fer_edge.bundle import Bundle
 
-    entry = Bundle.open(tiny_bundle).manifest.extra["temperature"]
+    entry = Bundle.open(tiny_bundle).manifest.temperature
     assert set(entry["by_tta"]) == {"flip", "ten_crop"}
     for mode, fitted in entry["by_tta"].items():
         assert fitted["value"] > 0 and fitted["val_nll"]["after"] <= fitted["val_nll"]["before"] + 1e-9
