@@ -87,7 +87,7 @@ def record_cpu_class(bundle_dir: str | os.PathLike, run: dict[str, Any], *, cls:
     Returns the class's gate entry."""
     from ..bundle import Bundle, write_manifest
     from .card import model_card
-    from .pipeline import _thresholds
+    from .steps import thresholds
 
     if run.get("limit_per_class") is not None:
         raise BundleError("only whole-split figures are recorded into a bundle, not a slice")
@@ -120,7 +120,7 @@ def record_cpu_class(bundle_dir: str | os.PathLike, run: dict[str, Any], *, cls:
     gate.setdefault("cpu_classes", {})[cls] = verdict
     n = int(m.golden.get("n") or 32)
     m.golden.setdefault("cpu_classes", {})[cls] = {"measured": run["golden"],
-                                                  "thresholds": _thresholds(run["golden"], n),
+                                                  "thresholds": thresholds(run["golden"], n),
                                                   "command": command, "date": date}
     (root / "MODEL_CARD.md").write_text(model_card(m, m.extra.get("training") or {}))
     write_manifest(root, m)

@@ -88,3 +88,20 @@ class ConvertJob:
         """Where to write this artifact (recorded as built)."""
         self.built.append((fmt, precision, FORMATS[fmt].path(precision, device)))
         return self.stage / self.built[-1][2]
+
+
+def move_into_place(stage: Path, out: Path, overwrite: bool) -> None:
+    old = None
+    if out.exists():
+        if not overwrite:
+            raise ExportError(f"{out} appeared during the export; not replacing it")
+        old = out.with_name(f".{out.name}.old-{os.getpid()}")
+        os.replace(out, old)
+    try:
+        os.replace(stage, out)
+    except OSError as e:
+        if old is not None:
+            os.replace(old, out)
+        raise ExportError(f"cannot move the finished bundle to {out}: {e}") from e
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
