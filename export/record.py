@@ -11,6 +11,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from ..formats import FORMATS
 from ..errors import BundleError
 
 
@@ -101,7 +102,7 @@ def record_cpu_class(bundle_dir: str | os.PathLike, run: dict[str, Any], *, cls:
     m.evaluation[f"{key}@{cls}"] = {**summarize(run), "command": command, "date": date, "machine": machine}
     gate = m.evaluation.setdefault("accuracy_gate", {})
     max_drop, max_f1 = gate.get("max_drop_pp", 0.5), gate.get("max_f1_drop_pp", 1.0)
-    backend_format = {"onnxruntime": "onnx", "openvino": "openvino", "tensorrt": "tensorrt"}
+    backend_format = {f.backend: k for k, f in FORMATS.items()}
     drops, f1_drops, failed = {}, {}, []
     for run_key, figures in run["runs"].items():
         want = reference["runs"].get(run_key)
