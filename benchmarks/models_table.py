@@ -17,7 +17,8 @@ import platform
 from datetime import datetime, timezone
 from pathlib import Path
 
-MODES = ("none", "flip", "ten_crop")
+from fer_edge.tta import TTA_MODES
+
 KEYS = {"none": "fer2013/test", "flip": "fer2013/test/tta=flip", "ten_crop": "fer2013/test/tta=ten_crop"}
 
 
@@ -50,8 +51,8 @@ def model_entry(name: str, runs: int) -> dict:
              "bytes_on_disk": sum(p.stat().st_size for p in Path(bundle.root).rglob("*") if p.is_file()),
              "gpu": training.get("hardware"), "gpu_minutes": training.get("minutes"),
              "train_command": (m.extra.get("commands") or {}).get("train"),
-             "temperature": (m.extra.get("temperature") or {}).get("value"), "figures": {}, "speed": {}}
-    for mode in MODES:
+             "temperature": (m.temperature or {}).get("value"), "figures": {}, "speed": {}}
+    for mode in TTA_MODES:
         rec = m.evaluation.get(KEYS[mode])
         if rec:
             entry["figures"][mode] = {k: {f: r[f] for f in ("accuracy", "macro_f1", "ece", "ece_uncalibrated",
@@ -62,7 +63,7 @@ def model_entry(name: str, runs: int) -> dict:
         entry["speed"][f"{r['backend']}/{r['precision']}"] = r["ms_per_crop"]["p50"]
     auto = fer_edge.Recognizer(name, threads=1)
     entry["auto"] = f"{auto.backend}/{auto.precision}"
-    for mode in MODES[1:]:
+    for mode in TTA_MODES[1:]:
         rows = profile_rows(name, max(runs // 5, 50), mode, auto.backend, auto.precision)
         entry["speed"][f"{entry['auto']} tta={mode}"] = rows[0]["ms_per_crop"]["p50"]
     return entry
@@ -75,7 +76,7 @@ def print_tables(entries: list[dict]) -> None:
     for e in entries:
         for key in e["figures"].get("none", {}):
             cells = []
-            for mode in MODES:
+            for mode in TTA_MODES:
                 f = e["figures"].get(mode, {}).get(key)
                 cells.append(f"{100 * f['accuracy']:.2f} / {100 * f['macro_f1']:.2f}" if f else "")
             f = e["figures"]["none"][key]

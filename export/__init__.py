@@ -14,6 +14,10 @@ the functions, so importing this package stays cheap.
 
 from __future__ import annotations
 
+from ..runtimes import check_checkout
+
+check_checkout(__file__)
+
 from .build_engine import build_engine
 from .card import model_card
 from .checkpoint import load_checkpoint

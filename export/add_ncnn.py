@@ -21,9 +21,9 @@ from ..manifest import Artifact
 from .card import model_card
 from .golden import read_golden
 from .onnx2ncnn import STORAGE, onnx2ncnn, _version
-from .pipeline import _move_into_place, _thresholds
 from .sampling import load_faces
-from .stages import stage_dir
+from .stages import move_into_place, stage_dir
+from .steps import thresholds as _thresholds
 
 
 def add_ncnn(bundle_dir: str | Path, *, val: Any, precision: str = "fp16", command: str | None = None,
@@ -105,7 +105,7 @@ def add_ncnn(bundle_dir: str | Path, *, val: Any, precision: str = "fp16", comma
         if not report.ok:
             raise ExportError("the bundle with ncnn fails verification: "
                               + "; ".join(f"{c.name}: {c.detail}" for c in report.failed))
-        _move_into_place(stage, out, overwrite=True)
+        move_into_place(stage, out, True)
     except BaseException:
         shutil.rmtree(stage, ignore_errors=True)
         raise

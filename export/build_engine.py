@@ -20,6 +20,22 @@ INT8_SOURCE = "backbone/tensorrt/model.int8.qdq.onnx"
 ENGINES_KEY = "tensorrt_engines"  # manifest top-level key: engine path -> how it was built
 
 
+def convert(job) -> None:
+    """The TensorRT format's converter (fer_edge.formats): one engine per precision asked for, for
+    this GPU, from the FP32 ONNX (INT8: from the symmetric QDQ file, shipped so that build-engine can
+    rebuild it on other devices). The FP32 ONNX is claimed too: the engines' source is gated with
+    them and ships only when asked."""
+    from .onnx2int8 import onnx2int8
+
+    if "int8" in job.precisions:
+        onnx2int8(job.onnx, job.stage / INT8_SOURCE, job.calib, symmetric=True)
+    engines = build_engines(job.stage, job.precisions, max_batch=job.max_batch)
+    job.built += [("tensorrt", r["precision"], rel) for rel, r in engines.items()]
+    job.records[ENGINES_KEY] = engines
+    if not any(b[:2] == ("onnx", "fp32") for b in job.built):
+        job.path("onnx", "fp32")
+
+
 def build_engines(root: Path, precisions: Iterable[str], *, max_batch: int = DEFAULT_MAX_BATCH,
                   device: int = 0) -> dict[str, dict[str, Any]]:
     """Build one engine per precision into the bundle folder `root` (its ONNX sources must be there).

@@ -32,6 +32,33 @@ def model_card(m: Manifest, meta: dict[str, Any]) -> str:
         "",
         "## Figures",
     ]
+    lines += _figures(m) + _gate(m) + _temperature(m)
+    lines += _heads(m)
+    lines += _cpu_classes(m)
+    for note in export.get("warnings", []):
+        lines.append(f"- **WARNING:** {note}")
+    commands = m.extra.get("commands") or {}
+    if commands:
+        lines += ["", "## How it was made", ""]
+        lines += [f"- {k}: `{v}`" for k, v in commands.items()]
+    lines += [
+        "",
+        "## Limits",
+        "- Recognises posed/acted expression categories on frontal, cropped faces like its training data; "
+        "it does not read emotions, and accuracy drops on profile views, occlusion, low light and "
+        "demographics under-represented in the data.",
+        "- Not for decisions about people (hiring, policing, health, education).",
+        "- INT8 figures hold for crops resembling the calibration data.",
+        "",
+        f"License: {m.license or 'not specified'}.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def _figures(m: Manifest) -> list[str]:
+    """Training and validation figures, and every evaluation recorded since (one table each)."""
+    lines: list[str] = []
     training = m.extra.get("training") or {}
     if training.get("hardware") or training.get("minutes") is not None:
         lines += [f"Trained on {training.get('hardware', 'unrecorded hardware')}"
@@ -69,6 +96,12 @@ def model_card(m: Manifest, meta: dict[str, Any]) -> str:
             other = {k: v for k, v in other.items() if k != key}
     if other:
         lines += ["", "Other figures supplied at export: " + ", ".join(sorted(other)) + " (see manifest.json)."]
+    return lines
+
+
+def _gate(m: Manifest) -> list[str]:
+    """What the accuracy gate decided, on the export machine and per CPU class."""
+    lines: list[str] = []
     gate = m.evaluation.get("accuracy_gate", {})
     lines += ["", f"Accuracy gate (INT8 at most {gate.get('max_drop_pp')} pp accuracy and "
                   f"{gate.get('max_f1_drop_pp')} pp macro-F1 below FP32 on val): **{gate.get('status', 'n/a')}**."]
@@ -79,7 +112,13 @@ def model_card(m: Manifest, meta: dict[str, Any]) -> str:
         lines.append(f"- On {cls} CPUs ({v['measured']} against {v['reference']}, accuracy drop: {drops}): "
                      f"**{v['status']}**" + (f"; `auto` does not choose {', '.join(v['failed_artifacts'])} there"
                                              if v["failed_artifacts"] else "") + ".")
-    temp = m.extra.get("temperature")
+    return lines
+
+
+def _temperature(m: Manifest) -> list[str]:
+    """The fitted temperatures (plain and per test-time augmentation mode)."""
+    lines: list[str] = []
+    temp = m.temperature
     if temp:
         lines += ["", f"Temperature scaling: T = {temp['value']:g}, fitted on {temp['fitted_on']} "
                       f"(val NLL {temp['val_nll']['before']:.4f} -> {temp['val_nll']['after']:.4f}, val ECE "
@@ -88,27 +127,7 @@ def model_card(m: Manifest, meta: dict[str, Any]) -> str:
         for mode, t in (temp.get("by_tta") or {}).items():
             lines.append(f"- With `tta={mode!r}`: T = {t['value']:g} (val NLL {t['val_nll']['before']:.4f} -> "
                          f"{t['val_nll']['after']:.4f}, val ECE {t['val_ece']['before']:.4f} -> {t['val_ece']['after']:.4f}).")
-    lines += _heads(m)
-    lines += _cpu_classes(m)
-    for note in export.get("warnings", []):
-        lines.append(f"- **WARNING:** {note}")
-    commands = m.extra.get("commands") or {}
-    if commands:
-        lines += ["", "## How it was made", ""]
-        lines += [f"- {k}: `{v}`" for k, v in commands.items()]
-    lines += [
-        "",
-        "## Limits",
-        "- Recognises posed/acted expression categories on frontal, cropped faces like its training data; "
-        "it does not read emotions, and accuracy drops on profile views, occlusion, low light and "
-        "demographics under-represented in the data.",
-        "- Not for decisions about people (hiring, policing, health, education).",
-        "- INT8 figures hold for crops resembling the calibration data.",
-        "",
-        f"License: {m.license or 'not specified'}.",
-        "",
-    ]
-    return "\n".join(lines)
+    return lines
 
 
 def _heads(m: Manifest) -> list[str]:

@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 from ..formats import FORMATS
 
 
@@ -21,28 +23,44 @@ class GateConfig:
     allow_drop: bool = False  # ship failed artifacts anyway (recorded loudly in the manifest and the card)
 
 
-def evaluate_artifacts(bundle, val_set) -> dict[str, dict[str, Any]]:
-    """Full evaluation report per artifact key on val (through the Recognizer, i.e. the real path)."""
+@dataclass(frozen=True)
+class ValResult:
+    """One artifact on val: the figures the manifest records, and the outputs the gate's agreement
+    and the temperature fit read."""
+
+    accuracy: float
+    macro_f1: float
+    n: int
+    probabilities: np.ndarray  # (n, C), as the Recognizer served them
+    labels: np.ndarray  # (n,) true class indices, in the bundle's label order
+
+    @property
+    def predictions(self) -> np.ndarray:
+        return self.probabilities.argmax(1)
+
+    def figures(self) -> dict[str, Any]:
+        return {"accuracy": self.accuracy, "macro_f1": self.macro_f1, "n": self.n}
+
+
+def evaluate_artifacts(recognizers: dict[str, Any], val_set) -> dict[str, ValResult]:
+    """Each artifact's Recognizer (the real path) on val, by artifact key."""
     from ..evaluate import evaluate
-    from ..recognizer import Recognizer
 
-    reports = {}
-    for art in bundle.manifest.artifacts:
-        rec = Recognizer(bundle=bundle, backend=FORMATS[art.format].backend, precision=art.precision)
-        reports[art.key()] = evaluate(rec, val_set, "val")
-    return reports
+    results = {}
+    for key, rec in recognizers.items():
+        r = evaluate(rec, val_set, "val")
+        results[key] = ValResult(r["accuracy"], r["macro_f1"], r["n"], r["_probabilities"], r["_labels"])
+    return results
 
 
-def gate(reports: dict[str, dict[str, Any]], config: GateConfig, notes: list[str]) -> dict[str, Any]:
+def gate(reports: dict[str, ValResult], config: GateConfig, notes: list[str]) -> dict[str, Any]:
     """Figures for manifest.evaluation. A failed artifact is listed in accuracy_gate.left_out
     (key -> why) for the exporter to drop, unless allow_drop (then in failed_artifacts, shipped).
     Never raises: whether anything is left to ship is the exporter's question."""
-    from ..evaluate import agreement
-
     record: dict[str, Any] = {"max_drop_pp": config.max_drop_pp, "max_f1_drop_pp": config.max_f1_drop_pp,
                               "drops_pp": {}, "f1_drops_pp": {}}
     figures: dict[str, Any] = {
-        "val": {k: {"accuracy": r["accuracy"], "macro_f1": r["macro_f1"], "n": r["n"]} for k, r in reports.items()},
+        "val": {k: r.figures() for k, r in reports.items()},
         "int8_agreement_val": {},
     }
     failures: list[str] = []
@@ -50,24 +68,28 @@ def gate(reports: dict[str, dict[str, Any]], config: GateConfig, notes: list[str
     why: dict[str, list[str]] = {}
     for key, got in reports.items():
         fmt, precision = key.split("/")
-        # Formats converted from the FP32 ONNX without an FP32 of their own (ncnn FP16) gate against it.
-        ref_key = f"{fmt}/fp32" if f"{fmt}/fp32" in reports else "onnx/fp32"
+        ref_key = f"{fmt}/{FORMATS[fmt].reference}"
+        if key == ref_key:
+            continue
         ref = reports.get(ref_key)
-        if precision == "fp32" or ref is None:
+        if ref is None:  # never passed unmeasured: a converter that skips its reference is a bug
+            failed.append(key)
+            why[key] = [f"{key} cannot be gated: its reference {ref_key} was not built"]
+            failures += why[key]
             continue
         if precision == "int8":
-            figures["int8_agreement_val"][fmt] = agreement(ref, got)
-        drop = (ref["accuracy"] - got["accuracy"]) * 100
-        f1_drop = (ref["macro_f1"] - got["macro_f1"]) * 100
+            figures["int8_agreement_val"][fmt] = float((ref.predictions == got.predictions).mean())
+        drop = (ref.accuracy - got.accuracy) * 100
+        f1_drop = (ref.macro_f1 - got.macro_f1) * 100
         record["drops_pp"][key] = round(drop, 3)
         record["f1_drops_pp"][key] = round(f1_drop, 3)
         reasons = []
         if drop > config.max_drop_pp:
-            reasons.append(f"{key} val accuracy {got['accuracy']:.2%} is {drop:.2f} pp below "
-                           f"{ref_key} {ref['accuracy']:.2%} (allowed: {config.max_drop_pp} pp)")
+            reasons.append(f"{key} val accuracy {got.accuracy:.2%} is {drop:.2f} pp below "
+                           f"{ref_key} {ref.accuracy:.2%} (allowed: {config.max_drop_pp} pp)")
         if f1_drop > config.max_f1_drop_pp:
-            reasons.append(f"{key} val macro-F1 {got['macro_f1']:.2%} is {f1_drop:.2f} pp below "
-                           f"{ref_key} {ref['macro_f1']:.2%} (allowed: {config.max_f1_drop_pp} pp)")
+            reasons.append(f"{key} val macro-F1 {got.macro_f1:.2%} is {f1_drop:.2f} pp below "
+                           f"{ref_key} {ref.macro_f1:.2%} (allowed: {config.max_f1_drop_pp} pp)")
         if reasons:
             failed.append(key)
             failures += reasons
@@ -87,8 +109,8 @@ def gate(reports: dict[str, dict[str, Any]], config: GateConfig, notes: list[str
     return figures
 
 
-def skipped(bundle, config: GateConfig, notes: list[str]) -> dict[str, Any]:
-    reduced = sorted({a.precision for a in bundle.manifest.artifacts} - {"fp32"})
+def skipped(manifest, config: GateConfig, notes: list[str]) -> dict[str, Any]:
+    reduced = sorted({a.precision for a in manifest.artifacts} - {"fp32"})
     notes.append("no validation data given: no accuracy figures"
                  + (f"; accuracy gate SKIPPED, {'/'.join(reduced).upper()} accuracy unverified" if reduced else ""))
     return {"accuracy_gate": {"status": "skipped", "max_drop_pp": config.max_drop_pp,

@@ -8,6 +8,7 @@ A fitted head is a folder with head.json (docs/architecture.md, "Heads on embedd
 
 from __future__ import annotations
 
+import logging
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -153,22 +154,47 @@ def reference_probabilities(stage: Path, entry: dict[str, Any], embedding: np.nd
     return probs
 
 
-def head_val_figures(bundle, name: str, val_set, embed_backend: str) -> dict[str, Any]:
+def head_val_figures(rec, name: str, val_set) -> dict[str, Any]:
     """Val accuracy / macro-F1 of backbone embedding -> head, through the runtime head (the
-    compiled library for xgboost) and the exported FP32 backbone."""
+    compiled library for xgboost) and the exported FP32 backbone the Recognizer `rec` runs."""
     from ..metrics import classification_report
-    from ..preprocess import preprocess
-    from ..runtimes import select_backend
     from ..runtimes.heads import load_head
 
-    sel = select_backend(bundle, embed_backend, precision="fp32")
-    head = load_head(bundle, name)
+    head = load_head(rec.bundle, name)
     probs = []
     for i in range(0, len(val_set), 256):
-        out = sel.backend.run(preprocess(val_set.images[i : i + 256], bundle.manifest.input))
+        out = rec.backbone(rec.preprocess(val_set.images[i : i + 256]))
         probs.append(np.asarray(head(out["embedding"], out["logits"])))
-    labels = list(bundle.manifest.labels)
+    labels = list(rec.labels)
     y = relabel(val_set.labels, val_set.classes, labels, whose="bundle")
     r = classification_report(y, np.concatenate(probs).argmax(1), labels)
     return {"accuracy": r["accuracy"], "macro_f1": r["macro_f1"], "n": r["n"],
-            "through": f"{sel.name}/fp32 embedding + {name} head"}
+            "through": f"{rec.backend}/fp32 embedding + {name} head"}
+
+
+def choose_default_head(manifest, figures: dict[str, Any], val_set, key: str | None, rec, force: bool,
+                        notes: list[str]) -> dict[str, Any]:
+    """Val figures of the bundle's head (through `rec`, the Recognizer of the FP32 artifact `key`,
+    or None); it becomes the default head if it beats in_graph on val accuracy, or if `force`."""
+    (name, entry), = manifest.heads.items()
+    if val_set is None or rec is None:
+        why = "no validation data" if val_set is None else "no FP32 artifact to embed with"
+        if force:
+            manifest.head = {"kind": entry["kind"], "name": name}
+            notes.append(f"{name} head made the default by request, unmeasured ({why})")
+        return {"chosen": manifest.head.get("name", "in_graph"), "reason": f"{why}: head not evaluated"}
+    entry["val"] = head_val_figures(rec, name, val_set)
+    ref = figures["val"][key]
+    better = entry["val"]["accuracy"] > ref["accuracy"]
+    cmp = (f"{name} {entry['val']['accuracy']:.2%} vs in_graph {ref['accuracy']:.2%} val accuracy "
+           f"({key} embedding)")
+    if better or force:
+        manifest.head = {"kind": entry["kind"], "name": name}
+        reason = f"{name}, {'it beats in_graph' if better else 'forced by default_head although it does not beat in_graph'}: {cmp}"
+    else:
+        reason = f"in_graph kept, the {name} head does not beat it: {cmp}"
+    if not better and force:
+        notes.append(f"default head {name} forced although it does not beat in_graph ({cmp})")
+    logging.getLogger("fer_edge").info("export %s: default head: %s", manifest.name, reason)
+    return {"chosen": manifest.head.get("name", "in_graph"), "reason": reason,
+            "in_graph": {"accuracy": ref["accuracy"], "macro_f1": ref["macro_f1"], "n": ref["n"]}}

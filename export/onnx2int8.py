@@ -61,6 +61,14 @@ def fp32_stem(model) -> list[str]:
     return names
 
 
+def convert(job) -> None:
+    """The ONNX format's converter (fer_edge.formats): its FP32 file is torch2onnx's, the source of
+    every format, claimed here so that it is gated and ships when asked; INT8 by onnx2int8."""
+    job.path("onnx", "fp32")
+    if "int8" in job.wanted("onnx"):
+        onnx2int8(job.onnx, job.path("onnx", "int8"), job.calib)
+
+
 def onnx2int8(src: str | os.PathLike, dst: str | os.PathLike, calib: np.ndarray, *,
               symmetric: bool = False, fp32_stem_rule: bool = True) -> Path:
     """Quantize `src` with the preprocessed batch `calib` (float32 (N, 1, H, W)) into `dst`.

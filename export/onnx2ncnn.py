@@ -46,6 +46,15 @@ def pnnx_executable() -> Path:
     return exe
 
 
+def convert(job) -> None:
+    """The ncnn format's converter (fer_edge.formats): FP32 always (the reference the FP16 artifact
+    is gated against, shipped or not), FP16 when asked. Every sidecar carries the ONNX file's stamp."""
+    onnx2ncnn(job.onnx, job.path("ncnn", "fp32"), precision="fp32")
+    if "fp16" in job.wanted("ncnn"):
+        onnx2ncnn(job.onnx, job.path("ncnn", "fp16"), precision="fp16")
+    job.records["ncnn"] = {"storage": {f"ncnn/{p}": STORAGE[p] for p in sorted(job.wanted("ncnn"))}}
+
+
 def onnx2ncnn(src_onnx: str | os.PathLike, dst_param: str | os.PathLike, *, precision: str = "fp16") -> Path:
     """Convert `src_onnx` (FP32, input N x 1 x H x W) to `dst_param` with its .bin and .json beside it.
 

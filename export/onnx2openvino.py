@@ -8,9 +8,29 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ExportError
+from ..runtimes.openvino import core
 from .torch2onnx import INPUT, metadata_of, ort_session
 
 PARITY_ATOL = {False: 1e-4, True: 5e-2}  # FP16 weights move outputs by ~1e-4..1e-2 relative
+
+
+def convert(job) -> None:
+    """The OpenVINO format's converter (fer_edge.formats): FP32 always (the reference every other
+    OpenVINO precision is gated against, shipped or not), FP16 weights and NNCF INT8 when asked.
+    Every IR carries the ONNX file's stamp in its rt_info."""
+    fp32 = job.path("openvino", "fp32")
+    onnx2openvino(job.onnx, fp32)
+    wanted = job.wanted("openvino")
+    if "fp16" in wanted:
+        onnx2openvino(job.onnx, job.path("openvino", "fp16"), fp16=True)
+    if "int8" in wanted:
+        import nncf
+
+        from .openvino2int8 import FAST_BIAS_CORRECTION, KEEP_FLOAT, describe, openvino2int8
+
+        openvino2int8(fp32, job.path("openvino", "int8"), job.calib)
+        job.calibration["openvino"] = describe(len(job.calib), KEEP_FLOAT, FAST_BIAS_CORRECTION, "performance",
+                                               nncf.__version__)
 
 
 def onnx2openvino(src_onnx: str | os.PathLike, dst_xml: str | os.PathLike, *, fp16: bool = False) -> Path:
@@ -46,12 +66,10 @@ def output_names(compiled_or_model) -> list[set[str]]:
 
 def check_against_onnx(xml: Path, onnx_path: Path, *, atol: float) -> None:
     """Same input/output names as the ONNX file, and outputs within atol (scaled by magnitude)."""
-    import openvino as ov
-
     session = ort_session(onnx_path)
     names = [o.name for o in session.get_outputs()]
     # f32 hint: on bf16-capable CPUs OpenVINO would otherwise run the FP32 IR in bf16.
-    compiled = ov.Core().compile_model(str(xml), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    compiled = core().compile_model(str(xml), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
     inputs = {n for i in compiled.inputs for n in i.get_names()}
     outputs = set().union(*output_names(compiled))
     if INPUT not in inputs or not set(names) <= outputs:

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ExportError
+from ..runtimes.openvino import core
 from .onnx2int8 import check_calib
 
 
@@ -45,7 +46,7 @@ def openvino2int8(src_xml: str | os.PathLike, dst_xml: str | os.PathLike, calib:
     dst.parent.mkdir(parents=True, exist_ok=True)
     nncf.set_log_level(logging.ERROR)  # otherwise INFO lines and progress bars for every statistic pass
     try:
-        model = ov.Core().read_model(str(src))
+        model = core().read_model(str(src))
         unknown = set(keep_float) - {"classifier", "first_conv"}
         if unknown or preset not in ("performance", "mixed"):
             raise ExportError(f"keep_float takes 'classifier' / 'first_conv' (got {sorted(unknown)}); "

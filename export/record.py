@@ -11,6 +11,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from ..formats import FORMATS
 from ..errors import BundleError
 
 
@@ -87,7 +88,7 @@ def record_cpu_class(bundle_dir: str | os.PathLike, run: dict[str, Any], *, cls:
     Returns the class's gate entry."""
     from ..bundle import Bundle, write_manifest
     from .card import model_card
-    from .pipeline import _thresholds
+    from .steps import thresholds
 
     if run.get("limit_per_class") is not None:
         raise BundleError("only whole-split figures are recorded into a bundle, not a slice")
@@ -101,7 +102,7 @@ def record_cpu_class(bundle_dir: str | os.PathLike, run: dict[str, Any], *, cls:
     m.evaluation[f"{key}@{cls}"] = {**summarize(run), "command": command, "date": date, "machine": machine}
     gate = m.evaluation.setdefault("accuracy_gate", {})
     max_drop, max_f1 = gate.get("max_drop_pp", 0.5), gate.get("max_f1_drop_pp", 1.0)
-    backend_format = {"onnxruntime": "onnx", "openvino": "openvino", "tensorrt": "tensorrt"}
+    backend_format = {f.backend: k for k, f in FORMATS.items()}
     drops, f1_drops, failed = {}, {}, []
     for run_key, figures in run["runs"].items():
         want = reference["runs"].get(run_key)
@@ -120,7 +121,7 @@ def record_cpu_class(bundle_dir: str | os.PathLike, run: dict[str, Any], *, cls:
     gate.setdefault("cpu_classes", {})[cls] = verdict
     n = int(m.golden.get("n") or 32)
     m.golden.setdefault("cpu_classes", {})[cls] = {"measured": run["golden"],
-                                                  "thresholds": _thresholds(run["golden"], n),
+                                                  "thresholds": thresholds(run["golden"], n),
                                                   "command": command, "date": date}
     (root / "MODEL_CARD.md").write_text(model_card(m, m.extra.get("training") or {}))
     write_manifest(root, m)

@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import ExportError, FerEdgeError
+from ..errors import ExportError, FerEdgeError, install_hint
 from ..runtimes.head_build import (
     ABI,
     NATIVE_DIR,
@@ -59,7 +59,7 @@ def xgboost2c(model_path: str | os.PathLike, out_dir: str | os.PathLike, *, num_
         import tl2cgen
         import treelite
     except ImportError as e:
-        raise ExportError(f"the compiled tree head needs treelite and tl2cgen: pip install 'fer-edge[export]' ({e})") from e
+        raise ExportError(f"the compiled tree head needs treelite and tl2cgen: {install_hint('export')} ({e})") from e
     model_path, out_dir = Path(model_path), Path(out_dir)
     if not model_path.is_file():
         raise ExportError(f"no XGBoost model at {model_path}")

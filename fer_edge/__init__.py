@@ -1,14 +1,8 @@
-"""fer_edge: facial expression recognition for the edge."""
+"""fer_edge: facial expression recognition for the edge.
 
-import os as _os
-
-# In a source checkout without an install, export/ and runtimes/ sit beside this package
-# (they install as fer_edge.export and fer_edge.runtimes): let the checkout find them too.
-_root = _os.path.dirname(_os.path.dirname(_os.path.abspath(__file__)))
-if _os.path.isfile(_os.path.join(_root, "pyproject.toml")) and _os.path.isfile(
-    _os.path.join(_root, "runtimes", "base.py")
-):
-    __path__.append(_root)  # type: ignore[name-defined]
+`fer_edge.export` and `fer_edge.runtimes` live in the checkout's top-level export/ and runtimes/;
+packaging maps them into this package (pyproject.toml `package-dir`; `pip install -e .` for a
+checkout), so run a checkout through an install of it, not through PYTHONPATH alone."""
 
 from ._version import __version__
 from .errors import (

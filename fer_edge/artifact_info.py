@@ -25,19 +25,16 @@ class GraphInfo:
     outputs: dict[str, Shape] = field(default_factory=dict)
 
 
-def read_info(path: str | os.PathLike, fmt: str) -> GraphInfo | None:
-    """The stamp and graph interface of an artifact; None for formats that carry neither (engines)."""
-    try:
-        if fmt == "onnx":
-            with open(path, "rb") as f:
-                return _onnx(memoryview(f.read()))
-        if fmt == "openvino":
-            return _openvino(path)
-        if fmt == "ncnn":
-            return _ncnn(path)
-    except (IndexError, ValueError, TypeError, AttributeError, ET.ParseError, UnicodeDecodeError) as e:
-        raise Unreadable(f"{type(e).__name__}: {str(e)[:120]}") from None
-    return None
+def _readable(read):
+    """A reader that raises Unreadable, with the reason, for a file that is not its format."""
+    def reader(path: str | os.PathLike) -> GraphInfo:
+        try:
+            return read(path)
+        except (IndexError, ValueError, ET.ParseError, UnicodeDecodeError) as e:
+            raise Unreadable(f"{type(e).__name__}: {str(e)[:120]}") from None
+
+    reader.__name__, reader.__doc__ = read.__name__, read.__doc__
+    return reader
 
 
 # --- ONNX: just enough protobuf to reach ModelProto.metadata_props and the graph's inputs/outputs --------------
@@ -84,7 +81,15 @@ def _text(buf: memoryview, span: tuple[int, int]) -> str:
     return bytes(buf[span[0] : span[1]]).decode("utf-8")
 
 
-def _onnx(buf: memoryview) -> GraphInfo:
+LEGACY_STAMP = ("name", "version", "labels", "input", "manifest_sha256")  # written unprefixed by older exports
+
+
+@_readable
+def onnx_info(path: str | os.PathLike) -> GraphInfo:
+    """An ONNX file's `fer_edge.*` metadata_props (keys without the prefix; an older export's
+    unprefixed identity keys count where the prefixed one is absent) and its graph interface."""
+    with open(path, "rb") as f:
+        buf = memoryview(f.read())
     info = GraphInfo()
     graph, props = None, []
     for num, value in _fields(buf, 0, len(buf)):
@@ -92,7 +97,9 @@ def _onnx(buf: memoryview) -> GraphInfo:
             graph = value
         elif num == 14 and isinstance(value, tuple):  # ModelProto.metadata_props
             props.append(value)
-    info.stamp = {k[len("fer_edge."):]: v for k, v in _metadata(buf, props).items() if k.startswith("fer_edge.")}
+    metadata = _metadata(buf, props)
+    info.stamp = {k: metadata[k] for k in LEGACY_STAMP if k in metadata}
+    info.stamp.update({k[len("fer_edge."):]: v for k, v in metadata.items() if k.startswith("fer_edge.")})
     if graph is None:
         raise ValueError("no graph in the model")
     for num, value in _fields(buf, *graph):
@@ -100,16 +107,6 @@ def _onnx(buf: memoryview) -> GraphInfo:
             name, shape = _value_info(buf, value)
             (info.inputs if num == 11 else info.outputs)[name] = shape
     return info
-
-
-def onnx_metadata(path: str | os.PathLike) -> dict[str, str]:
-    """Every metadata_props entry of an ONNX file (older exports wrote unprefixed keys too)."""
-    with open(path, "rb") as f:
-        buf = memoryview(f.read())
-    try:
-        return _metadata(buf, [v for n, v in _fields(buf, 0, len(buf)) if n == 14 and isinstance(v, tuple)])
-    except (IndexError, ValueError, UnicodeDecodeError) as e:
-        raise Unreadable(f"{type(e).__name__}: {str(e)[:120]}") from None
 
 
 def _metadata(buf: memoryview, spans) -> dict[str, str]:
@@ -143,7 +140,10 @@ def _value_info(buf: memoryview, span: tuple[int, int]) -> tuple[str, Shape]:
 
 # --- OpenVINO IR: the XML holds the interface (port dims) and rt_info ------------------------------------------
 
-def _openvino(path) -> GraphInfo:
+@_readable
+def openvino_info(path: str | os.PathLike) -> GraphInfo:
+    """An OpenVINO IR's `fer_edge` rt_info (what onnx2openvino copied from the ONNX stamp) and its
+    graph interface, from the XML alone."""
     info = GraphInfo()
     root = ET.parse(path).getroot()
     for layer in root.iter("layer"):
@@ -161,15 +161,18 @@ def _openvino(path) -> GraphInfo:
 
 # --- ncnn: the param file has neither names nor metadata; the exporter's sidecar JSON has both ------------------
 
-def _ncnn(path) -> GraphInfo:
+@_readable
+def ncnn_info(path: str | os.PathLike) -> GraphInfo:
+    """The stamp and graph interface of an ncnn param, from the sidecar JSON beside it
+    (export/onnx2ncnn.py): needs no ncnn."""
     from .errors import BundleError
     from .jsonfile import read_json
 
     side = os.path.splitext(path)[0] + ".json"
     try:
         data = read_json(side, error=BundleError)
-    except (FileNotFoundError, BundleError) as e:
-        raise ValueError(f"no readable sidecar {os.path.basename(side)}: {e}") from None
-    return GraphInfo(stamp={k: str(v) for k, v in (data.get("fer_edge") or {}).items()},
-                     inputs={k: tuple(v["shape"]) for k, v in data["inputs"].items()},
-                     outputs={k: tuple(v["shape"]) for k, v in data["outputs"].items()})
+        return GraphInfo(stamp={k: str(v) for k, v in (data.get("fer_edge") or {}).items()},
+                         inputs={k: tuple(v["shape"]) for k, v in data["inputs"].items()},
+                         outputs={k: tuple(v["shape"]) for k, v in data["outputs"].items()})
+    except (FileNotFoundError, BundleError, KeyError, TypeError, AttributeError) as e:
+        raise ValueError(f"no readable sidecar {os.path.basename(side)}: {type(e).__name__}: {e}") from None

@@ -120,14 +120,16 @@ class Bundle:
         return f"Bundle({self.manifest.name!r}, artifacts=[{arts}], source={str(self.source)!r})"
 
 
+def file_table(root: Path) -> dict[str, dict[str, object]]:
+    """sha256 and size of every file under root but the manifest: what `manifest.files` lists."""
+    return {p.relative_to(root).as_posix(): file_entry(p) for p in sorted(root.rglob("*"))
+            if p.is_file() and p.name not in (MANIFEST, MANIFEST + ".tmp")}
+
+
 def write_manifest(root: Path, manifest: Manifest) -> Manifest:
     """Hash every file under root (except the manifest) into manifest.files and write it."""
     root = Path(root)
-    manifest.files = {
-        p.relative_to(root).as_posix(): file_entry(p)
-        for p in sorted(root.rglob("*"))
-        if p.is_file() and p.name not in (MANIFEST, MANIFEST + ".tmp")
-    }
+    manifest.files = file_table(root)
     for art in manifest.artifacts:
         if art.path not in manifest.files:
             raise BundleError(f"artifact {art.key()} points at {art.path!r}, which is not in {root}")

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import json
 
-from .artifact_info import Unreadable, read_info
+from .artifact_info import Unreadable
+from .formats import read_info
 from .calibration import check_temperature
 from .errors import InputError
 from .manifest import identity_digest
@@ -19,7 +20,7 @@ from .preprocess import InputSpec
 def check_bundle(bundle) -> list[str]:
     """Every way the manifest contradicts itself or its artifacts, in words; [] when consistent."""
     m = bundle.manifest
-    problems = _temperature_problems(m.extra.get("temperature"))
+    problems = _temperature_problems(m.temperature)
     digest = identity_digest(m)
     for art in m.artifacts:
         try:

@@ -88,7 +88,7 @@ def manifest_temperature(manifest, head_name: str, tta: str = "none") -> float:
     """The temperature a bundle asks for with this head and test-time augmentation mode: the mode's
     own (`temperature.by_tta`) where the export fitted one, else the plain one (bundles exported
     before per-mode temperatures); 1.0 when none is stored for the head."""
-    entry = manifest.extra.get("temperature")
+    entry = manifest.temperature
     if not isinstance(entry, dict) or entry.get("head", "in_graph") != head_name:
         return 1.0
     value, where = entry.get("value"), "temperature.value"

@@ -10,7 +10,8 @@ import sys
 from typing import Sequence
 
 from ._version import __version__
-from .errors import BundleError, FerEdgeError, RuntimeUnavailableError
+from .errors import BundleError, FerEdgeError, RuntimeUnavailableError, install_hint
+from .tta import TTA_MODES
 
 EXIT_CODES = {BundleError: 3, RuntimeUnavailableError: 4}
 # Modules only an optional extra installs -> that extra (a missing one is exit 4, like a backend)
@@ -48,7 +49,7 @@ def _cmd_info(args: argparse.Namespace) -> int:
     print("backends:")
     for name, b in data["backends"].items():
         print(f"  {name:12s} {'usable' if b['usable'] else 'not usable':10s} {b['reason']}"
-              + ("" if b["usable"] else f"  (pip install 'fer-edge[{b['extra']}]')"))
+              + ("" if b["usable"] else f"  ({install_hint(b['extra'])})"))
         for key in ("providers", "device_names"):
             if b.get(key):
                 print(f"  {'':12s} {key}: {b[key]}")
@@ -232,8 +233,8 @@ def _cmd_export(args: argparse.Namespace) -> int:
     print(f"  accuracy gate: {gate.get('status')}")
     for key, why in (gate.get("left_out") or {}).items():
         print(f"  LEFT OUT {key}: {why}")
-    if m.extra.get("temperature"):
-        t = m.extra["temperature"]
+    if m.temperature:
+        t = m.temperature
         print(f"  temperature {t['value']:g} (val ECE {t['val_ece']['before']:.4f} -> {t['val_ece']['after']:.4f})")
         for mode, tm in (t.get("by_tta") or {}).items():
             print(f"  temperature with tta {mode}: {tm['value']:g} (val ECE {tm['val_ece']['before']:.4f} -> "
@@ -416,7 +417,7 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--device", help=DEVICE_HELP)
     pr.add_argument("--strict", action="store_true", help="auto/fastest: fail instead of trying the next backend")
     pr.add_argument("--refresh", action="store_true", help="--backend fastest: re-time instead of using the cache")
-    pr.add_argument("--tta", default="none", choices=["none", "flip", "ten_crop"],
+    pr.add_argument("--tta", default="none", choices=TTA_MODES,
                     help="test-time augmentation: average the probabilities of 2 (flip) or 10 (ten_crop) views")
     pr.set_defaults(func=_cmd_predict)
 
@@ -429,7 +430,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--record", action="store_true",
                     help="store the figures in the bundle's manifest and model card (a bundle folder)")
     ev.add_argument("--checkpoint", help="evaluate a torch checkpoint (e.g. runs/x/best.pt) instead of a bundle")
-    ev.add_argument("--tta", default="none", choices=["none", "flip", "ten_crop"],
+    ev.add_argument("--tta", default="none", choices=TTA_MODES,
                     help="test-time augmentation (a bundle: the Recognizer's; --checkpoint: also evaluate with it)")
     ev.add_argument("--plots", metavar="DIR", help="with --checkpoint: write confusion, ROC and distance PNGs here")
     ev.set_defaults(func=_cmd_evaluate)
@@ -452,7 +453,7 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("run", help="a run folder (with best.pt) or a checkpoint file")
     rp.add_argument("--data", required=True, help="dataset root with split folders, or fer2013.csv")
     rp.add_argument("--split", default="test", help="split to evaluate on (default test)")
-    rp.add_argument("--tta", default="none", choices=["none", "flip", "ten_crop"], help="also evaluate with TTA")
+    rp.add_argument("--tta", default="none", choices=TTA_MODES, help="also evaluate with TTA")
     rp.add_argument("--out", help="report folder (default RUN/report)")
     rp.add_argument("--limit-per-class", type=int, help="first N images per class (quick checks)")
     rp.add_argument("--threads", type=int, help="torch threads")
@@ -492,7 +493,7 @@ def build_parser() -> argparse.ArgumentParser:
     pf.add_argument("--runs", type=int, default=50, help="timed calls per row")
     pf.add_argument("--warmup", type=int, default=5, help="untimed calls before each row")
     pf.add_argument("--no-detection", action="store_true", help="skip the face-detection stage")
-    pf.add_argument("--tta", default="none", choices=["none", "flip", "ten_crop"],
+    pf.add_argument("--tta", default="none", choices=TTA_MODES,
                     help="profile with this test-time augmentation (its cost: 2 or 10 backbone views per crop)")
     pf.add_argument("--json", metavar="FILE", help="write every row as JSON")
     pf.add_argument("--plot", metavar="FILE", help="bar chart of ms per crop (.svg without matplotlib)")
@@ -616,7 +617,7 @@ def _run(args: argparse.Namespace) -> int:
             raise
         extra = COMMAND_EXTRAS.get(args.command, extra)
         print(f"fer-edge {args.command}: error: this command needs {top}, which is not installed here. "
-              f"Install it with: pip install 'fer-edge[{extra}]'", file=sys.stderr)
+              f"Install it with: {install_hint(extra)}", file=sys.stderr)
         return 4
     except FerEdgeError as e:
         print(f"fer-edge {args.command}: error: {e}", file=sys.stderr)

@@ -38,7 +38,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from .errors import InputError, RuntimeUnavailableError
+from .errors import InputError, RuntimeUnavailableError, install_hint
 from .preprocess import to_gray
 from .types import Prediction
 
@@ -241,7 +241,7 @@ class YuNetDetector(Detector):
         try:
             import yuface  # noqa: F401
         except Exception as e:  # ImportError, or a broken native library (OSError)
-            return False, (f"cannot import yuface ({e}); install it with: pip install 'fer-edge[video]' "
+            return False, (f"cannot import yuface ({e}); install it with: {install_hint('video')} "
                            "(wheels for x86-64 CPython 3.8-3.11 only; elsewhere use detector='haar')")
         return True, "yuface (YuNet, libfacedetection)"
 
@@ -312,7 +312,7 @@ class HaarDetector(Detector):
         try:
             import cv2
         except Exception as e:
-            return False, f"cannot import cv2 ({e}); install it with: pip install 'fer-edge[video]'"
+            return False, f"cannot import cv2 ({e}); install it with: {install_hint('video')}"
         folder = getattr(getattr(cv2, "data", None), "haarcascades", None)
         if not hasattr(cv2, "CascadeClassifier") or not folder or \
                 not os.path.isfile(os.path.join(folder, "haarcascade_frontalface_default.xml")):

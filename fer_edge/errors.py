@@ -31,3 +31,8 @@ class AccuracyDropError(ExportError):
 
 class ParityError(FerEdgeError):
     """An artifact's outputs drifted from the golden outputs beyond the manifest's tolerance."""
+
+
+def install_hint(extra: str) -> str:
+    """The command that installs an optional part, as every error that lacks one says it."""
+    return f"pip install 'fer-edge[{extra}]'"

@@ -1,30 +1,46 @@
-"""THE table of artifact formats. The exporter writes what it says; the runtime loads by it.
+"""THE registry of artifact formats: one row per format, read by the exporter (what to build and
+how, where to write, what to gate against), the loader and `verify` (how to read a file's stamp)
+and the runtime (which backend loads it, which pip extra provides that backend).
 
-One row per format: where its files live in a bundle, which precisions exist, which backend
-runs it, which pip extra provides that backend, whether it needs a GPU, and which precisions can
-be built: by `fer_edge.export` from a checkpoint, and by the runtime itself at load time.
+Adding a format is one converter module in export/, one backend module in runtimes/ and one row
+here (docs/architecture.md, "Adding a format"); tests/test_bundle.py fails when a row and its
+backend disagree.
 """
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass
+from typing import Callable
 
+from .artifact_info import GraphInfo, ncnn_info, onnx_info, openvino_info
 from .errors import InputError
 
 
 @dataclass(frozen=True)
 class Format:
-    key: str
+    key: str  # the folder (backbone/<key>/) and the `format` of its manifest artifacts
     suffix: str  # the main file
     companions: tuple[str, ...]  # beside the main file: ".bin" = same stem, other suffix; else a file name
     precisions: tuple[str, ...]
-    backend: str  # the runtime backend that loads this format
-    extra: str  # pip install "fer-edge[<extra>]" provides the backend
+    backend: str  # the backend that loads it: its registered name and its module, runtimes/<backend>.py
+    extra: str  # pip install "fer-edge[<extra>]" provides the backend (Backend.extra reads it from here)
     needs_gpu: bool
     built_on_device: bool  # artifacts are specific to the device that built them
     exporter_builds: tuple[str, ...] = ()  # precisions export_bundle builds for this format
     runtime_builds: tuple[str, ...] = ()  # precisions the backend builds itself from the bundle's FP32 ONNX
+    # export/<converter>.py: its `convert(job)` builds this format's artifacts from the FP32 ONNX
+    # (fer_edge.export.stages.ConvertJob) and writes the identity stamp into them; None: not exported.
+    converter: str | None = None
+    reference: str = "fp32"  # the precision every other one is gated and measured against
+    # reads the stamp the converter wrote and the graph interface (fer_edge.artifact_info), without
+    # the backend's runtime; None: the files carry neither (TensorRT engines)
+    info: Callable[[str | os.PathLike], GraphInfo] | None = None
+
+    def read_info(self, path: str | os.PathLike) -> GraphInfo | None:
+        """The artifact's stamp and graph interface; None for a format that carries neither."""
+        return None if self.info is None else self.info(path)
 
     def path(self, precision: str, device: str | None = None) -> str:
         """Where the artifact of this precision lives inside a bundle. Formats built on the device
@@ -52,18 +68,18 @@ FORMATS: dict[str, Format] = {
         # No ONNX FP16: ONNX Runtime's CPU provider runs it slower than FP32 on x86 (tiny, batch 1,
         # 1 thread: 1.73 vs 1.48 ms), and TensorRT converts FP16 itself.
         Format("onnx", ".onnx", (), ("fp32", "fp16", "int8"), "onnxruntime", "onnxruntime", False, False,
-               exporter_builds=("fp32", "int8")),
+               exporter_builds=("fp32", "int8"), converter="onnx2int8", info=onnx_info),
         Format("openvino", ".xml", (".bin",), ("fp32", "fp16", "int8"), "openvino", "openvino", False, False,
-               exporter_builds=("fp32", "fp16", "int8")),
+               exporter_builds=("fp32", "fp16", "int8"), converter="onnx2openvino", info=openvino_info),
         # The timing cache is shared by the engines of one device folder: it makes rebuilds fast.
         # Exported only where TensorRT and a GPU are; the runtime builds FP32/FP16 engines from the
         # FP32 ONNX (INT8 needs the exporter's symmetric QDQ file).
         Format("tensorrt", ".engine", ("timing.cache",), ("fp32", "fp16", "int8"), "tensorrt", "tensorrt", True,
-               True, exporter_builds=("fp32", "fp16", "int8"), runtime_builds=("fp32", "fp16")),
+               True, exporter_builds=("fp32", "fp16", "int8"), runtime_builds=("fp32", "fp16"), converter="build_engine"),
         # ncnn (pnnx from the FP32 ONNX): shipped where it wins on a CPU class (base on AVX2,
-        # docs/benchmarks.md). The .json sidecar holds the identity stamp and blob names (export/onnx2ncnn.py).
+        # docs/benchmarks.md). The .json sidecar holds the identity stamp and blob names.
         Format("ncnn", ".param", (".bin", ".json"), ("fp32", "fp16"), "ncnn", "ncnn", False, False,
-               exporter_builds=("fp32", "fp16")),
+               exporter_builds=("fp32", "fp16"), converter="onnx2ncnn", info=ncnn_info),
     )
 }
 
@@ -82,11 +98,10 @@ def get_format(key: str) -> Format:
         raise InputError(f"unknown format {key!r}; known formats: {sorted(FORMATS)}") from None
 
 
-def format_for_backend(backend: str) -> Format:
-    for f in FORMATS.values():
-        if f.backend == backend:
-            return f
-    raise InputError(f"no format is run by backend {backend!r}; backends: {sorted(f.backend for f in FORMATS.values())}")
+def read_info(path: str | os.PathLike, fmt: str) -> GraphInfo | None:
+    """The stamp and graph interface of an artifact of format `fmt` (artifact_info.Unreadable when
+    the file is not that format); None for formats that carry neither."""
+    return get_format(fmt).read_info(path)
 
 
 _DEVICE_KEY = re.compile(r"^sm_(\d+)-trt(\d+(?:\.\d+)*)$")

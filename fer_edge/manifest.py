@@ -1,7 +1,8 @@
 """The bundle manifest: the only thing a loader trusts about a model.
 
 Schema version 1. Readers refuse versions newer than they know, and unknown top-level keys
-are kept (so a newer minor writer's extra fields survive a round trip) but never interpreted.
+are kept in `extra` (so a newer minor writer's extra fields survive a round trip) but never
+interpreted: what the runtime reads has a field of its own.
 """
 
 from __future__ import annotations
@@ -58,6 +59,9 @@ class Manifest:
     producer: dict[str, Any] = field(default_factory=dict)
     golden: dict[str, Any] = field(default_factory=dict)
     license: str = ""
+    # The fitted temperature the runtime serves (calibration.manifest_temperature); None: not fitted.
+    # Absent from the JSON when None, as in manifests written before it was a field.
+    temperature: dict[str, Any] | None = None
     schema_version: int = SCHEMA_VERSION
     format: str = FORMAT_NAME
     extra: dict[str, Any] = field(default_factory=dict)  # unknown keys from a newer minor writer
@@ -66,6 +70,8 @@ class Manifest:
         d = asdict(self)
         d["input"] = self.input.to_dict()
         extra = d.pop("extra")
+        if d["temperature"] is None:
+            del d["temperature"]
         return {**extra, **d}
 
     def to_json(self) -> str:

@@ -226,15 +226,10 @@ def _recognizer(bundle, backend: str, precision: str, head: str, threads: int, t
 
 
 def _stages(rec):
-    """The Recognizer's three public stages: crops -> batch -> outputs -> probabilities. With
-    test-time augmentation the views are made in preprocessing, run as one batch and averaged
-    in the head stage, so each stage's row carries its share of the TTA cost."""
-    if rec.tta == "none":
-        return rec.preprocess, rec.backbone, rec.classify
-    from .tta import stacked_views
-
-    return (lambda crops: stacked_views(rec.preprocess(crops), rec.tta), rec.backbone,
-            lambda out: rec.classify(out, rec.tta))
+    """The Recognizer's public stages: crops -> batch (its test-time augmentation views, run as one
+    batch) -> outputs -> probabilities (the views averaged), so each stage's row carries its share
+    of the TTA cost."""
+    return (lambda crops: rec.views(rec.preprocess(crops))), rec.backbone, rec.classify
 
 
 def _time_row(rec, crops: list[np.ndarray], runs: int, warmup: int) -> dict[str, list[float]]:

@@ -1,4 +1,4 @@
-"""Recognizer: bundle -> backend + head -> preprocess -> backbone -> head -> Prediction."""
+"""Recognizer: bundle -> backend + head; crops -> preprocess -> views -> backbone -> classify -> Prediction."""
 
 from __future__ import annotations
 
@@ -86,30 +86,39 @@ class Recognizer:
                 **({"detectors": {k: d.describe() for k, d in self.__dict__["_face_detectors"].items()}}
                    if self.__dict__.get("_face_detectors") else {})}
 
-    # --- the three stages: crops -> preprocess -> backbone -> classify -> probabilities ----------------
+    # --- the stages: crops -> preprocess -> views -> backbone -> classify -> probabilities -----------
     # Every caller (predict_*, embed, profile, evaluate) goes through these, so the path from an
-    # image to a prediction is written once.
+    # image to a prediction is written once; the test-time augmentation is the Recognizer's own.
 
     def preprocess(self, crops: Sequence[Any], *, names: Sequence[str] | None = None) -> np.ndarray:
         """Stage 1: crops -> the model's (N, 1, H, W) float32 input, by the bundle's input spec.
         `names` (one per crop, e.g. file paths) name the crops in errors."""
         return preprocess(crops, self.spec, names=names)
 
+    def views(self, batch: np.ndarray) -> np.ndarray:
+        """Stage 2: the Recognizer's test-time augmentation views of a preprocessed batch, stacked
+        (views x N rows; the batch itself with tta="none")."""
+        return batch if self.tta == "none" else stacked_views(batch, self.tta)
+
     def backbone(self, batch: np.ndarray) -> dict[str, np.ndarray]:
-        """Stage 2: a preprocessed batch -> {"embedding": (N, F), "logits": (N, C)} from the backend
+        """Stage 3: a preprocessed batch -> {"embedding": (N, F), "logits": (N, C)} from the backend
         (at most MAX_CHUNK crops per backend call)."""
         outs = [self._run(batch[i : i + MAX_CHUNK]) for i in range(0, len(batch), MAX_CHUNK)]
         return {role: (outs[0][name] if len(outs) == 1 else np.concatenate([o[name] for o in outs]))
                 for role, name in self._outputs.items()}
 
-    def classify(self, outputs: dict[str, np.ndarray], tta: str = "none") -> np.ndarray:
-        """Stage 3: the backbone's outputs -> (N, num_classes) probabilities through `self.head`, at
-        the Recognizer's temperature. With tta="flip"|"ten_crop" the outputs are those of
-        `stacked_views` (views x N rows): the views' probabilities are averaged, then calibrated."""
-        if num_views(tta) == 1:
+    def classify(self, outputs: dict[str, np.ndarray]) -> np.ndarray:
+        """Stage 4: the backbone's outputs of `views(batch)` -> (N, num_classes) probabilities through
+        `self.head`, at the Recognizer's temperature; with TTA the views' probabilities are averaged
+        first, then calibrated."""
+        n = num_views(self.tta)
+        if n == 1:
             probs = self.head.probabilities(outputs["embedding"], outputs["logits"], self.temperature)
         else:
-            probs = apply_temperature(mean_over_views(self.head(outputs["embedding"], outputs["logits"]), tta),
+            if len(outputs["logits"]) % n:
+                raise InputError(f"tta={self.tta!r} has {n} views per crop, but the outputs have "
+                                 f"{len(outputs['logits'])} rows: classify the backbone outputs of views(batch)")
+            probs = apply_temperature(mean_over_views(self.head(outputs["embedding"], outputs["logits"]), self.tta),
                                       self.temperature)
         if probs.shape[1:] != (len(self.labels),):
             raise BundleError(f"head {self.head.describe().get('name')!r} returned shape {probs.shape}; "
@@ -119,18 +128,18 @@ class Recognizer:
     def _run(self, batch: np.ndarray) -> dict[str, np.ndarray]:
         return self._selection.backend.run(batch)
 
-    def probabilities(self, batch: np.ndarray) -> np.ndarray:
-        """Stages 2 and 3 on a preprocessed batch, with the Recognizer's test-time augmentation
-        (a chunk's views in one backend call) and its temperature: what predict_proba returns."""
-        if self.tta == "none":
-            return self.classify(self.backbone(batch))  # backbone() chunks the backend calls
-        step = max(1, MAX_CHUNK // num_views(self.tta))
-        return np.concatenate([self.classify(self.backbone(stacked_views(batch[i : i + step], self.tta)), self.tta)
+    def batch_proba(self, batch: np.ndarray) -> np.ndarray:
+        """Stages 2 to 4 on a preprocessed batch (a chunk's views in one backend call): what
+        predict_proba returns."""
+        step = max(1, MAX_CHUNK // num_views(self.tta))  # backbone() chunks plain batches itself
+        if self.tta == "none" or len(batch) <= step:
+            return self.classify(self.backbone(self.views(batch)))
+        return np.concatenate([self.classify(self.backbone(self.views(batch[i : i + step])))
                                for i in range(0, len(batch), step)])
 
     def predict_proba(self, crops: Sequence[Any], *, names: Sequence[str] | None = None) -> np.ndarray:
         """(N, num_classes) probabilities for a list of crops (or an N x H x W[x C] uint8 array)."""
-        return self.probabilities(self.preprocess(crops, names=names))
+        return self.batch_proba(self.preprocess(crops, names=names))
 
     def embed(self, crops: Sequence[Any], *, names: Sequence[str] | None = None) -> np.ndarray:
         """(N, feature_dim) pooled embeddings (the input of tree or linear heads)."""

@@ -13,13 +13,13 @@ from .errors import InputError
 from .preprocess import _weights
 
 VIEWS = {"none": 1, "flip": 2, "ten_crop": 10}  # mode -> views per crop
-MODES = tuple(VIEWS)
+TTA_MODES = tuple(VIEWS)  # the one list of test-time augmentation modes
 CROP = 0.9  # ten_crop's crop side, a fraction of the input side (train.tta's default)
 
 
 def check_mode(mode: str) -> str:
-    if mode not in MODES:
-        raise InputError(f"tta must be one of {list(MODES)}, got {mode!r}")
+    if mode not in TTA_MODES:
+        raise InputError(f"tta must be one of {list(TTA_MODES)}, got {mode!r}")
     return mode
 
 

@@ -17,7 +17,6 @@ An artifact whose backend cannot run here (TensorRT without a GPU, an engine of 
 from __future__ import annotations
 
 import json
-import platform
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -30,11 +29,6 @@ from .parity import problems as parity_problems
 
 DIGEST_KEY = "manifest_sha256"  # ONNX metadata_props `fer_edge.manifest_sha256`, OV rt_info fer_edge/manifest_sha256
 STATUSES = ("passed", "failed", "skipped")
-
-
-def platform_tag() -> str:
-    """The key of a head's native library for this machine, e.g. 'linux-x86_64'."""
-    return f"{platform.system().lower()}-{platform.machine()}"
 
 
 @dataclass
@@ -154,38 +148,18 @@ STAMP_FIELDS = ("name", "version", "labels", "input")  # identity fields an arti
 
 
 def _stamp(path, fmt: str) -> tuple[dict[str, str] | None, str]:
-    """(the fer_edge fields stamped in the file, or None when they cannot be read; where they live).
-    Older exports wrote ONNX keys without the `fer_edge.` prefix: those are read too."""
+    """(the fer_edge fields stamped in the file, or None when it carries none or they cannot be read;
+    where they live), through the format's one stamp reader (formats.FORMATS[fmt].info)."""
+    from .artifact_info import Unreadable
+    from .formats import get_format
+
     try:
-        if fmt == "onnx":
-            from .artifact_info import onnx_metadata  # a protobuf walk: needs neither onnx nor ONNX Runtime
-
-            props = onnx_metadata(path)
-            fields = {k: props[k] for k in (*STAMP_FIELDS, DIGEST_KEY) if k in props}
-            fields.update({k[len("fer_edge."):]: v for k, v in props.items() if k.startswith("fer_edge.")})
-            return fields, "onnx metadata_props"
-        if fmt == "openvino":
-            import openvino as ov
-
-            model = ov.Core().read_model(str(path))
-            fields = {k: model.get_rt_info(["fer_edge", k]).astype(str) for k in (*STAMP_FIELDS, DIGEST_KEY)
-                      if model.has_rt_info(["fer_edge", k])}
-            return fields, "openvino rt_info"
-        if fmt == "ncnn":
-            from .artifact_info import read_info  # the sidecar JSON beside the param: needs no ncnn
-
-            return dict(read_info(path, fmt).stamp), "ncnn sidecar JSON"
-    except ImportError as e:
-        return None, f"cannot read its metadata here ({e})"
-    except Exception as e:  # a corrupt file: the run check below reports it too
-        return None, f"unreadable metadata ({type(e).__name__}: {str(e)[:120]})"
-    return None, f"{fmt} files carry no metadata"
-
-
-def _stamped_digest(path, fmt: str) -> tuple[str | None, str]:
-    """(digest stamped in the file or None, how it was read / why not)."""
-    fields, how = _stamp(path, fmt)
-    return (fields or {}).get(DIGEST_KEY), how
+        info = get_format(fmt).read_info(path)
+    except (Unreadable, OSError) as e:  # a corrupt file: the run check below reports it too
+        return None, f"unreadable metadata ({str(e)[:120]})"
+    if info is None:
+        return None, f"{fmt} files carry no metadata"
+    return {k: v for k, v in info.stamp.items() if k in (*STAMP_FIELDS, DIGEST_KEY)}, f"{fmt} metadata"
 
 
 def _identity(bundle, fields: dict[str, str] | None, how: str) -> tuple[str, list[str]]:
@@ -292,6 +266,7 @@ def _check_head(bundle, name: str, head: dict[str, Any], golden, report: VerifyR
         report.add(check, "failed", "no golden outputs recorded for this head at export")
         return
     try:
+        from .runtimes.head_build import platform_tag
         from .runtimes.heads import load_head
     except ImportError as e:
         report.add(check, "skipped", f"this fer_edge has no head runtime ({e})")

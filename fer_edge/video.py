@@ -17,7 +17,7 @@ from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 
-from .errors import DataError, InputError, RuntimeUnavailableError
+from .errors import DataError, InputError, RuntimeUnavailableError, install_hint
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 SYNTHETIC_PREFIX = "synthetic:"  # e.g. "synthetic:60": a generated clip, no camera or file needed
@@ -85,7 +85,7 @@ def _cv2():
         import cv2
     except Exception as e:
         raise RuntimeUnavailableError(f"video files and cameras need OpenCV ({e}); "
-                                      "install it with: pip install 'fer-edge[video]'") from e
+                                      f"install it with: {install_hint('video')}") from e
     return cv2
 
 

@@ -10,6 +10,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from ..errors import BundleError, InputError
+from ..formats import FORMATS
 
 
 @dataclass(frozen=True)
@@ -32,8 +33,14 @@ class Backend(abc.ABC):
 
     name: ClassVar[str]
     format: ClassVar[str]  # the key in fer_edge.formats.FORMATS this backend loads
-    extra: ClassVar[str]  # pip extra that installs it
-    module: ClassVar[str]  # the module it imports
+    extra: ClassVar[str]  # pip extra that installs it: its format row's, unless the class sets its own
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        # The format row is the one declaration of a built-in backend's extra; a third-party backend
+        # of a format fer_edge does not know sets `extra` itself.
+        if "extra" not in cls.__dict__ and getattr(cls, "format", None) in FORMATS:
+            cls.extra = FORMATS[cls.format].extra
 
     @classmethod
     @abc.abstractmethod

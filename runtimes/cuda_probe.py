@@ -12,6 +12,7 @@ import ctypes
 import importlib
 from typing import NamedTuple
 
+from ..errors import install_hint
 from .base import Probe
 
 # CUdevice_attribute values from cuda.h (stable since CUDA 2.x).
@@ -95,7 +96,7 @@ def probe_tensorrt(*, builder: bool = False) -> Probe:
     """Usable only if TensorRT imports *and* the CUDA driver opens at least one device."""
     trt, why = import_tensorrt(builder=builder)
     if trt is None:
-        return Probe(False, why + "; pip install 'fer-edge[tensorrt]' (or JetPack's python3-libnvinfer on a Jetson)")
+        return Probe(False, why + f"; {install_hint('tensorrt')} (or JetPack's python3-libnvinfer on a Jetson)")
     version = getattr(trt, "__version__", "?")
     devices, reason = cuda_status()
     if not devices:

@@ -75,8 +75,6 @@ def _sha256(path: Path) -> str:
 class NcnnBackend(Backend):
     name = "ncnn"
     format = "ncnn"
-    extra = "ncnn"
-    module = "ncnn"
 
     @classmethod
     def probe(cls) -> Probe:

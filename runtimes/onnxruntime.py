@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import BundleError, InputError, RuntimeUnavailableError
+from ..errors import BundleError, InputError, RuntimeUnavailableError, install_hint
 from . import devices
 from .base import Backend, Probe, register_backend
 
@@ -28,7 +28,7 @@ PROVIDER_DEVICE = {"CPUExecutionProvider": "cpu", "CUDAExecutionProvider": "cuda
                    "TensorrtExecutionProvider": "tensorrt"}
 
 
-def parse_device(device: str | int | None) -> tuple[str | None, int]:
+def ort_device(device: str | int | None) -> tuple[str | None, int]:
     """'cuda:1' (or 'gpu:1', or 1) -> ('cuda', 1); None -> (None, 0), the shared default
     (runtimes/devices.py). Refuses names ONNX Runtime has no provider for."""
     d = devices.parse_device(device)
@@ -51,8 +51,6 @@ def _cuda_present() -> bool:
 class OnnxRuntimeBackend(Backend):
     name = "onnxruntime"
     format = "onnx"
-    extra = "onnxruntime"
-    module = "onnxruntime"
 
     @classmethod
     def probe(cls) -> Probe:
@@ -81,10 +79,10 @@ class OnnxRuntimeBackend(Backend):
 
     def __init__(self, path: Path, *, input_name: str, output_names: tuple[str, ...], threads: int | None = None,
                  device: str | None = None) -> None:
-        kind, index = parse_device(device)
+        kind, index = ort_device(device)
         probe = self.probe()
         if not probe.usable:
-            raise RuntimeUnavailableError(f"{probe.reason}; install it with: pip install 'fer-edge[{self.extra}]'")
+            raise RuntimeUnavailableError(f"{probe.reason}; install it with: {install_hint(self.extra)}")
         import onnxruntime as ort
 
         if kind is None:

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import BundleError, RuntimeUnavailableError
+from ..errors import BundleError, RuntimeUnavailableError, install_hint
 from . import devices
 from .base import Backend, Probe, register_backend
 from .machine import cpu_vendor
@@ -20,8 +20,9 @@ _CORE = None
 _CORE_LOCK = threading.Lock()
 
 
-def _core():
-    # OpenVINO recommends one Core per process; the lock keeps two threads from making two.
+def core():
+    """The process's one OpenVINO Core (OpenVINO recommends one per process; the lock keeps two
+    threads from making two); the exporter's converters use it too."""
     global _CORE
     with _CORE_LOCK:
         if _CORE is None:
@@ -33,7 +34,7 @@ def _core():
 
 def full_device_name(device: str) -> str:
     try:
-        return str(_core().get_property(device, "FULL_DEVICE_NAME"))
+        return str(core().get_property(device, "FULL_DEVICE_NAME"))
     except Exception as e:  # a plugin that cannot answer: say so, do not fail the load
         return f"unknown ({e})"
 
@@ -66,14 +67,12 @@ def openvino_device(device: str | int | None) -> str:
 class OpenVinoBackend(Backend):
     name = "openvino"
     format = "openvino"
-    extra = "openvino"
-    module = "openvino"
 
     @classmethod
     def probe(cls) -> Probe:
         try:
             ov = importlib.import_module("openvino")
-            devices = tuple(_core().available_devices)
+            devices = tuple(core().available_devices)
         except Exception as e:
             return Probe(False, f"cannot use openvino: {e}")
         if not devices:
@@ -95,7 +94,7 @@ class OpenVinoBackend(Backend):
                  device: str | None = None) -> None:
         probe = self.probe()
         if not probe.usable:
-            raise RuntimeUnavailableError(f"{probe.reason}; install it with: pip install 'fer-edge[{self.extra}]'")
+            raise RuntimeUnavailableError(f"{probe.reason}; install it with: {install_hint(self.extra)}")
         device = openvino_device(device)
         plain = {d.split(".")[0] for d in probe.devices}
         if device.split(":")[0] not in VIRTUAL_DEVICES and device not in probe.devices \
@@ -115,7 +114,7 @@ class OpenVinoBackend(Backend):
             # unquantized layers too; the artifact's precision is the bundle's to say.
             config["INFERENCE_PRECISION_HINT"] = "f32"
         try:
-            self.compiled = _core().compile_model(str(path), device, config)
+            self.compiled = core().compile_model(str(path), device, config)
         except Exception as e:
             # On the CPU a failure is the artifact's; on other devices it is usually the device's plugin.
             error = BundleError if device == "CPU" else RuntimeUnavailableError

@@ -27,7 +27,7 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 
-from ..errors import BundleError, FerEdgeError, InputError, RuntimeUnavailableError
+from ..errors import BundleError, FerEdgeError, InputError, RuntimeUnavailableError, install_hint
 from ..formats import FORMATS
 from . import selection_cache
 from .base import BACKENDS, Backend, Probe, get_backend
@@ -168,7 +168,7 @@ def _none_usable(bundle, skipped: dict[str, str]) -> RuntimeUnavailableError:
     extras = sorted({c.extra for c in BACKENDS.values() if c.format in formats})
     details = "; ".join(f"{k}: {v}" for k, v in skipped.items())
     return RuntimeUnavailableError(f"no backend can run bundle {bundle.name!r} here ({details}). Install one of: "
-                                   + ", ".join(f"pip install 'fer-edge[{e}]'" for e in extras))
+                                   + ", ".join(install_hint(e) for e in extras))
 
 
 def select_explicit(bundle, backend: str, *, precision: str, threads, device, strict: bool,
@@ -177,7 +177,7 @@ def select_explicit(bundle, backend: str, *, precision: str, threads, device, st
     probe = cls.probe()
     if not probe.usable:
         raise RuntimeUnavailableError(f"backend {backend!r} is not usable here: {probe.reason}. "
-                                      f"Install it with: pip install 'fer-edge[{cls.extra}]'")
+                                      f"Install it with: {install_hint(cls.extra)}")
     try:
         sel = load(bundle, backend, precision, threads=threads, device=device)
     except FerEdgeError:

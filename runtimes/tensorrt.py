@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import BundleError, FerEdgeError, InputError, RuntimeUnavailableError
+from ..errors import BundleError, FerEdgeError, InputError, RuntimeUnavailableError, install_hint
 from ..formats import FORMATS, device_key, device_key_of
 from .base import Backend, Probe, register_backend
 from .devices import cuda_index
@@ -51,8 +51,6 @@ def target_key(device: str | None) -> tuple[Any, str]:
 class TensorRTBackend(Backend):
     name = "tensorrt"
     format = "tensorrt"
-    extra = "tensorrt"
-    module = "tensorrt"
 
     @classmethod
     def probe(cls) -> Probe:
@@ -106,7 +104,7 @@ class TensorRTBackend(Backend):
                 except ImportError as e:
                     raise RuntimeUnavailableError(
                         f"no TensorRT {precision} engine for {key} in the bundle or the cache, and the engine "
-                        f"builder cannot be imported ({e}); pip install 'fer-edge[export,tensorrt]'") from e
+                        f"builder cannot be imported ({e}); {install_hint('export,tensorrt')}") from e
                 onnx2tensorrt(bundle.artifact_path(onnx), engine, precision=precision, device=gpu.index,
                               timing_cache=folder / "timing.cache")
         return engine
@@ -117,7 +115,7 @@ class TensorRTBackend(Backend):
 
         probe = self.probe()
         if not probe.usable:
-            raise RuntimeUnavailableError(f"{probe.reason}; install it with: pip install 'fer-edge[{self.extra}]'")
+            raise RuntimeUnavailableError(f"{probe.reason}; install it with: {install_hint(self.extra)}")
         trt, _ = import_tensorrt()
         self.index = gpu_index(device)
         self.memory = device_memory(self.index)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import zipfile
 from pathlib import Path
@@ -21,7 +22,7 @@ from fer_edge.bundle import (
     zip_bundle,
 )
 from fer_edge.errors import BundleError, FerEdgeError, InputError
-from fer_edge.formats import FORMATS, PRECISIONS, format_for_backend, get_format
+from fer_edge.formats import FORMATS, PRECISIONS, get_format
 from fer_edge.labels import EMOTIONS
 from fer_edge.manifest import FORMAT_NAME, SCHEMA_VERSION, Artifact, Manifest
 from fer_edge.preprocess import InputSpec
@@ -416,13 +417,24 @@ def test_format_paths_and_lookup():
     assert not FORMATS["onnx"].needs_gpu
     assert all(set(f.precisions) <= set(PRECISIONS) for f in FORMATS.values())
     assert get_format("onnx") is FORMATS["onnx"]
-    assert format_for_backend("openvino") is FORMATS["openvino"]
     with pytest.raises(InputError, match="bf16"):
         FORMATS["onnx"].path("bf16")
     with pytest.raises(InputError, match="known formats"):
         get_format("tflite")
-    with pytest.raises(InputError, match="backends"):
-        format_for_backend("coreml")
+
+
+def test_every_format_row_agrees_with_its_backend():
+    # The row is the one declaration of a format's backend and extra: the backend module it names
+    # must register a backend of that name that loads this format, and say the same extra.
+    from fer_edge.runtimes import BACKENDS
+
+    for key, fmt in FORMATS.items():
+        backend = BACKENDS[fmt.backend]
+        assert (backend.format, backend.extra) == (key, fmt.extra), key
+        assert backend.__module__ == f"fer_edge.runtimes.{fmt.backend}", key
+        assert fmt.reference in fmt.precisions and set(fmt.exporter_builds) <= set(fmt.precisions), key
+        if fmt.exporter_builds:  # what export_bundle builds, a converter module of export/ builds
+            assert callable(importlib.import_module(f"fer_edge.export.{fmt.converter}").convert), key
 
 
 def test_error_hierarchy():

@@ -54,7 +54,7 @@ def test_temperature_round_trip_fitted_stored_applied(tiny_bundle, faces):
     from fer_edge.bundle import Bundle
 
     m = Bundle.open(tiny_bundle).manifest
-    entry = m.extra["temperature"]
+    entry = m.temperature
     assert entry["head"] == "in_graph" and entry["value"] > 0
     assert entry["val_nll"]["after"] <= entry["val_nll"]["before"] + 1e-9
     rec = fer_edge.Recognizer(tiny_bundle, "onnxruntime", precision="fp32")
@@ -75,7 +75,7 @@ def test_each_tta_mode_has_its_own_temperature(tiny_bundle, faces):
 
     from fer_edge.bundle import Bundle
 
-    entry = Bundle.open(tiny_bundle).manifest.extra["temperature"]
+    entry = Bundle.open(tiny_bundle).manifest.temperature
     assert set(entry["by_tta"]) == {"flip", "ten_crop"}
     for mode, fitted in entry["by_tta"].items():
         assert fitted["value"] > 0 and fitted["val_nll"]["after"] <= fitted["val_nll"]["before"] + 1e-9
@@ -134,16 +134,17 @@ def test_export_says_when_a_temperature_fit_hits_its_search_bound():
     better): the fit ends at the bound, and the export records a warning instead of passing the
     number off as calibration."""
     from fer_edge.calibration import T_SEARCH
-    from fer_edge.export.pipeline import _fit_temperature
+    from fer_edge.export.gate import ValResult
+    from fer_edge.export.temperature import temperature_entry
 
     rng = np.random.default_rng(0)
     y = rng.integers(0, 7, 200)
     sure = _softmax(0.1 * np.eye(7)[y])  # right every time, by a small margin
     notes: list[str] = []
-    entry = _fit_temperature({"onnx/fp32": {"_probabilities": sure, "_labels": y}}, "synthetic", notes=notes)
+    entry = temperature_entry({"onnx/fp32": ValResult(1.0, 1.0, 200, sure, y)}, "synthetic", notes=notes)
     assert entry["value"] == pytest.approx(T_SEARCH[0], rel=0.01) and "by_tta" not in entry
     assert len(notes) == 1 and "search bound" in notes[0] and "tta none" in notes[0]
     noisy = _softmax(rng.normal(size=(200, 7)) + 2.0 * np.eye(7)[y])
     notes.clear()
-    entry = _fit_temperature({"onnx/fp32": {"_probabilities": noisy, "_labels": y}}, "synthetic", notes=notes)
+    entry = temperature_entry({"onnx/fp32": ValResult(0.0, 0.0, 200, noisy, y)}, "synthetic", notes=notes)
     assert T_SEARCH[0] < entry["value"] < T_SEARCH[1] and notes == []

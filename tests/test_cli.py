@@ -112,7 +112,7 @@ def test_tta_on_predict_evaluate_and_profile(tiny_bundle, faces_folder, capsys):
     assert "tta flip   ECE (15 bins)" in capsys.readouterr().out
     m = Bundle.open(tiny_bundle).manifest
     run = m.evaluation["synthetic/test/tta=flip"]["runs"]["onnxruntime/fp32"]
-    flip_t = m.extra["temperature"]["by_tta"]["flip"]["value"]  # the mode's own temperature
+    flip_t = m.temperature["by_tta"]["flip"]["value"]  # the mode's own temperature
     assert run["tta"] == "flip" and run["temperature"] == flip_t and 0 <= run["ece"] <= 1
     assert "### synthetic/test/tta=flip" in (tiny_bundle / "MODEL_CARD.md").read_text()
     image = next((faces_folder / "test").rglob("*.png"))

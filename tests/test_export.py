@@ -358,14 +358,16 @@ def test_export_bundle_end_to_end(trained, tmp_path):
 def test_accuracy_gate_leaves_out_the_failed_artifact_and_ships_the_rest(trained, tmp_path, monkeypatch):
     """A bad OpenVINO calibration (saturating crops) fails the gate: that INT8 artifact is left out,
     every other artifact ships, and the manifest and card say which and why."""
+    import importlib
+
     import fer_edge
-    import fer_edge.export.pipeline as pipeline
     from fer_edge.bundle import Bundle
     from fer_edge.export import export_bundle
 
     model, ckpt, val = trained
-    real = pipeline.openvino2int8
-    monkeypatch.setattr(pipeline, "openvino2int8",
+    converter = importlib.import_module("fer_edge.export.openvino2int8")  # the OpenVINO converter calls it there
+    real = converter.openvino2int8
+    monkeypatch.setattr(converter, "openvino2int8",
                         lambda src, dst, calib, **kw: real(src, dst, np.full_like(calib, 40.0), **kw))
     out = tmp_path / "bundle"
     with pytest.warns(UserWarning, match="LEFT OUT"):
@@ -460,6 +462,8 @@ def test_no_val_skips_gate_and_int8_needs_calibration(trained, tmp_path):
 
 
 def test_interrupted_export_leaves_nothing(trained, tmp_path, monkeypatch):
+    import importlib
+
     import fer_edge.export.pipeline as pipeline
 
     _, ckpt, val = trained
@@ -468,7 +472,7 @@ def test_interrupted_export_leaves_nothing(trained, tmp_path, monkeypatch):
         Path(dst).write_bytes(b"half a model")
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(pipeline, "onnx2int8", interrupted)
+    monkeypatch.setattr(importlib.import_module("fer_edge.export.onnx2int8"), "onnx2int8", interrupted)
     with pytest.raises(KeyboardInterrupt):
         pipeline.export_bundle(ckpt, tmp_path / "bundle", name="x", targets=("onnx",), val=val)
     assert list(tmp_path.iterdir()) == []
@@ -574,9 +578,11 @@ def test_formats_key_engines_by_device():
 def _report(y_true, y_pred):
     from fer_edge.metrics import classification_report
 
+    from fer_edge.export.gate import ValResult
+
     r = classification_report(np.asarray(y_true), np.asarray(y_pred), list(EMOTIONS))
-    r["_predictions"] = np.asarray(y_pred)
-    return r
+    one_hot = np.eye(len(EMOTIONS), dtype=np.float32)[np.asarray(y_pred)]
+    return ValResult(r["accuracy"], r["macro_f1"], r["n"], one_hot, np.asarray(y_true))
 
 
 def test_gate_refuses_int8_that_kills_a_class():
@@ -590,7 +596,7 @@ def test_gate_refuses_int8_that_kills_a_class():
     fp32[happy] = 4  # FP32 calls four happy faces neutral
     int8[disgust] = 0  # INT8 gets those right, but calls every disgust face angry
     reports = {"onnx/fp32": _report(y, fp32), "onnx/int8": _report(y, int8)}
-    assert reports["onnx/int8"]["accuracy"] == reports["onnx/fp32"]["accuracy"]
+    assert reports["onnx/int8"].accuracy == reports["onnx/fp32"].accuracy
     assert gate(reports, GateConfig(max_drop_pp=0.5, max_f1_drop_pp=100.0), [])["accuracy_gate"]["status"] == "passed"
     left = gate(reports, GateConfig(max_drop_pp=0.5, max_f1_drop_pp=1.0), [])["accuracy_gate"]
     assert left["status"] == "partial" and left["failed_artifacts"] == []

@@ -15,7 +15,7 @@ xgb = pytest.importorskip("xgboost")
 
 from fer_edge.errors import InputError  # noqa: E402
 from fer_edge.train.embeddings import extract_embeddings, file_sha256, pool_hook  # noqa: E402
-from fer_edge.train.head_fitting import (HEADS, fit_head, random_search, sample_params,  # noqa: E402
+from fer_edge.train.head_fitting import (FITTERS as HEADS, fit_head, random_search, sample_params,  # noqa: E402
                                          validate_head_json)
 from fer_edge.train.head_fitting import LogisticHead as LinearHead  # noqa: E402
 from fer_edge.train.head_fitting import load_fitted_head as load_head  # noqa: E402

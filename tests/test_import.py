@@ -56,6 +56,9 @@ def test_subpackages_live_under_fer_edge_only(tmp_path):
         "  'has_select': hasattr(rt, 'select_backend'),\n"
         "  'top_export': importlib.util.find_spec('export') is not None,\n"
         "  'top_runtimes': importlib.util.find_spec('runtimes') is not None,\n"
+        "  'package_path': [os.path.abspath(p) for p in sys.modules['fer_edge'].__path__],\n"
+        "  'repo_folders': [n for n in ('tests', 'benchmarks', 'docs', 'tools')\n"
+        "                   if importlib.util.find_spec('fer_edge.' + n) is not None],\n"
         "  'repo_on_path': any(os.path.abspath(p or '.') == %r for p in sys.path)}))" % (str(REPO),)
     )
     out = run_python(code, tmp_path)
@@ -65,6 +68,8 @@ def test_subpackages_live_under_fer_edge_only(tmp_path):
     assert out["rt_pkg"] == "fer_edge.runtimes" and out["has_select"]
     assert not out["top_export"], "a top-level module named 'export' is importable"
     assert not out["top_runtimes"], "a top-level module named 'runtimes' is importable"
+    # packaging maps export/ and runtimes/; the package's own path is its folder alone
+    assert out["package_path"] == [str(REPO / "fer_edge")] and out["repo_folders"] == []
 
 
 def test_in_process_subpackage_identity():

@@ -33,7 +33,7 @@ def _backend(bundle, precision, threads=1):
 
 
 @pytest.mark.ncnn
-def test_export_writes_param_bin_and_sidecar_and_gates_fp16_against_the_onnx(ncnn_bundle):
+def test_export_writes_param_bin_and_sidecar_and_gates_fp16_against_ncnn_fp32(ncnn_bundle):
     from fer_edge.bundle import Bundle
 
     m = Bundle.open(ncnn_bundle).manifest
@@ -47,7 +47,7 @@ def test_export_writes_param_bin_and_sidecar_and_gates_fp16_against_the_onnx(ncn
     from fer_edge.verify import identity_digest
 
     assert side["fer_edge"]["manifest_sha256"] == identity_digest(m)
-    assert "ncnn/fp16" in m.evaluation["accuracy_gate"]["drops_pp"]  # gated against onnx/fp32
+    assert "ncnn/fp16" in m.evaluation["accuracy_gate"]["drops_pp"]  # gated against ncnn/fp32
     assert "FP16 storage" in m.extra["export"]["ncnn"]["storage"]["ncnn/fp16"]
     assert m.golden["measured"]["ncnn/fp32"]["max_abs_diff"] < 1e-3
 

@@ -79,7 +79,7 @@ def test_card_and_manifest_record_how_it_was_made(name):
     training = m.extra["training"]
     assert "H200" in training["hardware"] and 0 < training["minutes"] < 10
     assert m.evaluation["accuracy_gate"]["status"] == "passed"
-    assert 0.2 < m.extra["temperature"]["value"] < 5
+    assert 0.2 < m.temperature["value"] < 5
     card = (bundle.root / "MODEL_CARD.md").read_text()
     assert commands["train"] in card and commands["export"] in card and "H200" in card and TEST_KEY in card
     for mode in ("none", "flip", "ten_crop"):

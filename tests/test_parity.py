@@ -1,4 +1,4 @@
-"""One parity check (fer_edge.parity) for the exporter and verify; one table of what can be built."""
+"""One parity check (fer_edge.parity) for the exporter and verify."""
 
 from __future__ import annotations
 
@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 
 from fer_edge.errors import ParityError
-from fer_edge.formats import FORMATS, buildable
 from fer_edge.parity import TOLERANCE, check, compare
 
 
@@ -34,11 +33,3 @@ def test_drift_raises_parity_error_naming_the_artifact_and_limit():
         check("onnx/int8", g, flipped, precision="int8")
     assert check("onnx/int8", g, flipped, {})["min_embedding_cosine"] < 0  # no limits: measured only
     assert set(TOLERANCE) == {"fp32", "fp16", "int8"}
-
-
-def test_the_format_table_says_what_can_be_built():
-    assert buildable() == {"onnx": ("fp32", "int8"), "openvino": ("fp32", "fp16", "int8"),
-                           "tensorrt": ("fp32", "fp16", "int8")}
-    from fer_edge.runtimes.tensorrt import BUILDABLE
-
-    assert BUILDABLE == FORMATS["tensorrt"].runtime_builds == ("fp32", "fp16")

@@ -8,10 +8,10 @@ import pytest
 
 import fer_edge
 from fer_edge import InputError
-from fer_edge.tta import MODES, num_views, views
+from fer_edge.tta import TTA_MODES, num_views, views
 
 
-@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("mode", TTA_MODES)
 @pytest.mark.parametrize("size", [(48, 48), (40, 52)])
 def test_numpy_views_match_the_training_views(mode, size):
     torch = pytest.importorskip("torch")
@@ -45,7 +45,7 @@ def test_flip_of_a_symmetric_crop_equals_plain(tiny_bundle, faces, backend):
     np.testing.assert_allclose(flip, plain, atol=1e-6)
 
 
-@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("mode", TTA_MODES)
 def test_batch_and_single_calls_agree(tiny_bundle, faces, mode):
     rec = fer_edge.Recognizer(tiny_bundle, "onnxruntime", precision="fp32", tta=mode)
     crops = list(faces.images[::7])

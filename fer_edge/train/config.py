@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import InputError
+from ..tta import TTA_MODES
 from .augment import AugmentConfig
 
 RECIPES_DIR = Path(__file__).parent / "recipes"
@@ -25,7 +26,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "triplet_distance": ("euclidean", "cosine", "manhattan"),
     "regime": ("scratch", "transfer", "finetune"),
     "sampler": ("random", "balanced"),
-    "tta": ("none", "flip", "ten_crop"),
+    "tta": TTA_MODES,
     "amp": ("auto", "bf16", "off"),
 }
 COMPILE_CHOICES = ("off", "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs",

@@ -1,6 +1,6 @@
 """Classifier heads fitted on backbone embeddings: xgboost, linear, svm, random_forest, mlp.
 
-Each kind is a small class in `HEADS` with its defaults and random-search space. Heads are saved
+Each kind is a small class in `FITTERS` with its defaults and random-search space. Heads are saved
 in native, non-pickle files (docs/architecture.md, "Heads on embeddings"):
 
 | kind          | model file  | format                                                         | exportable |
@@ -36,12 +36,12 @@ from ..errors import InputError
 from ..metrics import scores_report
 from ..probabilities import softmax
 
-HEADS: dict[str, type["EmbeddingHead"]] = {}
+FITTERS: dict[str, type["EmbeddingHead"]] = {}  # kind -> how to fit it (runtimes.heads.HEADS: how to run it)
 HEAD_JSON_REQUIRED = ("kind", "num_features", "num_classes", "labels", "model", "checkpoint_sha256", "params", "val")
 
 
-def register_head(cls: type["EmbeddingHead"]) -> type["EmbeddingHead"]:
-    HEADS[cls.kind] = cls
+def register_fitter(cls: type["EmbeddingHead"]) -> type["EmbeddingHead"]:
+    FITTERS[cls.kind] = cls
     return cls
 
 
@@ -99,7 +99,7 @@ def _standardizer(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return mean.astype(np.float32), np.where(std > 1e-12, std, 1.0).astype(np.float32)
 
 
-@register_head
+@register_fitter
 class XGBoostHead(EmbeddingHead):
     kind = "xgboost"
     exportable = True
@@ -167,7 +167,7 @@ class XGBoostHead(EmbeddingHead):
         return head
 
 
-@register_head
+@register_fitter
 class LogisticHead(EmbeddingHead):
     """Multinomial logistic regression on the embedding: the fair 'linear head' baseline. Fitted
     here; it scores through the runtime's LinearHead, the one that runs it in a bundle."""
@@ -214,7 +214,7 @@ class LogisticHead(EmbeddingHead):
         return head
 
 
-@register_head
+@register_fitter
 class MLPHead(EmbeddingHead):
     """The paper's 'ANN': ReLU MLP on standardized embeddings, epochs stopped early on val accuracy."""
 
@@ -279,7 +279,7 @@ class MLPHead(EmbeddingHead):
         return head
 
 
-@register_head
+@register_fitter
 class SVMHead(EmbeddingHead):
     """RBF (or linear) SVM on standardized embeddings; scores are one-vs-rest decision values."""
 
@@ -302,7 +302,7 @@ class SVMHead(EmbeddingHead):
         return _scatter(d, self.clf.classes_, self.num_classes, fill=float(np.min(d)) - 1.0)
 
 
-@register_head
+@register_fitter
 class RandomForestHead(EmbeddingHead):
     kind = "random_forest"
     defaults = {"n_estimators": 300, "max_depth": None, "min_samples_leaf": 1, "max_features": "sqrt"}
@@ -323,9 +323,9 @@ class RandomForestHead(EmbeddingHead):
 
 
 def head_class(kind: str) -> type[EmbeddingHead]:
-    if kind not in HEADS:
-        raise InputError(f"unknown head kind {kind!r}; known: {sorted(HEADS)}")
-    return HEADS[kind]
+    if kind not in FITTERS:
+        raise InputError(f"unknown head kind {kind!r}; known: {sorted(FITTERS)}")
+    return FITTERS[kind]
 
 
 def sample_params(space: dict[str, list], n: int, seed: int = 0, fixed: dict[str, Any] | None = None
@@ -449,7 +449,7 @@ def validate_head_json(meta: dict[str, Any], folder: Path | None = None) -> None
         raise InputError(f"{where}num_features must be a positive integer, got {meta['num_features']!r}")
     if not {"accuracy", "macro_f1"} <= set(meta["val"] or {}):
         raise InputError(f"{where}val must hold accuracy and macro_f1, got {meta['val']!r}")
-    if HEADS[meta["kind"]].exportable and not meta["model"]:
+    if FITTERS[meta["kind"]].exportable and not meta["model"]:
         raise InputError(f"{where}an exportable {meta['kind']} head needs its model file")
     if folder is not None and meta["model"] and not (folder / meta["model"]).is_file():
         raise InputError(f"{where}model file {meta['model']!r} not found in {folder}")
@@ -466,7 +466,7 @@ def load_fitted_head(folder: str | os.PathLike) -> tuple[EmbeddingHead, dict[str
 
     meta = read_json(path, error=InputError)
     validate_head_json(meta, folder)
-    return HEADS[meta["kind"]].load(folder, meta), meta
+    return FITTERS[meta["kind"]].load(folder, meta), meta
 
 
 def stderr_log(msg: str) -> None:

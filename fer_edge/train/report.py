@@ -17,13 +17,13 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from ..errors import InputError, RuntimeUnavailableError
+from ..errors import InputError, RuntimeUnavailableError, install_hint
 from ..jsonfile import read_json
 from ..labels import relabel
 from ..metrics import classification_report, one_vs_rest_roc, roc_auc, scores_report  # noqa: F401 (re-exported)
 from ..probabilities import softmax
+from ..tta import TTA_MODES
 
-TTA_MODES = ("none", "flip", "ten_crop")
 
 
 def pairwise_distances(embeddings: np.ndarray, labels: np.ndarray, *, max_samples: int = 2000, seed: int = 0
@@ -60,7 +60,7 @@ def _figure(width: float = 6.0, height: float = 4.5):
     try:
         from matplotlib.figure import Figure
     except ImportError as e:
-        raise RuntimeUnavailableError("plots need matplotlib: pip install 'fer-edge[train]'") from e
+        raise RuntimeUnavailableError(f"plots need matplotlib: {install_hint('train')}") from e
     return Figure(figsize=(width, height), dpi=100, layout="constrained")
 
 
