@@ -68,7 +68,7 @@ def gate(reports: dict[str, ValResult], config: GateConfig, notes: list[str]) ->
     why: dict[str, list[str]] = {}
     for key, got in reports.items():
         fmt, precision = key.split("/")
-        ref_key = f"{fmt}/{FORMATS[fmt].reference}"
+        ref_key = FORMATS[fmt].reference_key()
         if key == ref_key:
             continue
         ref = reports.get(ref_key)

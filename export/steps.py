@@ -190,8 +190,7 @@ def thresholds(measured: dict[str, dict[str, float]], n: int) -> dict[str, dict[
     (other CPUs run other INT8 kernels; the accuracy gate on val is what guards accuracy)."""
     out = {}
     for key, m in measured.items():
-        fmt, precision = key.split("/")
-        if precision != FORMATS[fmt].reference:
+        if key != FORMATS[key.split("/")[0]].reference_key():
             out[key] = {"min_top1_agreement": round(max(0.0, m["top1_agreement"] - 2 / n), 4),
                         "min_embedding_cosine": round(max(0.0, m["min_embedding_cosine"] - 0.02), 4)}
     return out

@@ -20,7 +20,7 @@ def temperature_entry(results: dict[str, Any], val_desc: str | None, recognizers
     ten-crop ECE on test went 0.041 -> 0.043 with it, base's 0.036 -> 0.046). None without one."""
     from ..tta import TTA_MODES
 
-    key = next((k for k in (f"{f.key}/{f.reference}" for f in FORMATS.values()) if k in results), None)
+    key = next((k for k in (f.reference_key() for f in FORMATS.values()) if k in results), None)
     if key is None:
         return None
     y = results[key].labels

@@ -33,10 +33,17 @@ class Format:
     # export/<converter>.py: its `convert(job)` builds this format's artifacts from the FP32 ONNX
     # (fer_edge.export.stages.ConvertJob) and writes the identity stamp into them; None: not exported.
     converter: str | None = None
-    reference: str = "fp32"  # the precision every other one is gated and measured against
+    # what every other artifact of this format is gated and measured against: a precision of its own,
+    # or another format's artifact key ("onnx/fp32": a format converted straight from the FP32 ONNX
+    # that ships no FP32 of its own)
+    reference: str = "fp32"
     # reads the stamp the converter wrote and the graph interface (fer_edge.artifact_info), without
     # the backend's runtime; None: the files carry neither (TensorRT engines)
     info: Callable[[str | os.PathLike], GraphInfo] | None = None
+
+    def reference_key(self) -> str:
+        """The artifact key of the reference ("openvino/fp32", or the other format's key as given)."""
+        return self.reference if "/" in self.reference else f"{self.key}/{self.reference}"
 
     def read_info(self, path: str | os.PathLike) -> GraphInfo | None:
         """The artifact's stamp and graph interface; None for a format that carries neither."""

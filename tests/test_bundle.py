@@ -432,7 +432,8 @@ def test_every_format_row_agrees_with_its_backend():
         backend = BACKENDS[fmt.backend]
         assert (backend.format, backend.extra) == (key, fmt.extra), key
         assert backend.__module__ == f"fer_edge.runtimes.{fmt.backend}", key
-        assert fmt.reference in fmt.precisions and set(fmt.exporter_builds) <= set(fmt.precisions), key
+        ref_format, _, ref_precision = fmt.reference_key().partition("/")
+        assert ref_precision in FORMATS[ref_format].precisions and set(fmt.exporter_builds) <= set(fmt.precisions), key
         if fmt.exporter_builds:  # what export_bundle builds, a converter module of export/ builds
             assert callable(importlib.import_module(f"fer_edge.export.{fmt.converter}").convert), key
 
