@@ -47,12 +47,14 @@ def pnnx_executable() -> Path:
 
 
 def convert(job) -> None:
-    """The ncnn format's converter (fer_edge.formats): FP32 always (the reference the FP16 artifact
-    is gated against, shipped or not), FP16 when asked. Every sidecar carries the ONNX file's stamp."""
-    onnx2ncnn(job.onnx, job.path("ncnn", "fp32"), precision="fp32")
-    if "fp16" in job.wanted("ncnn"):
-        onnx2ncnn(job.onnx, job.path("ncnn", "fp16"), precision="fp16")
+    """The ncnn format's converter (fer_edge.formats): each precision asked for, from the FP32 ONNX,
+    which is claimed too (the format's reference: every ncnn artifact is gated against it, and it
+    ships only when asked). Every sidecar carries the ONNX file's stamp."""
+    for precision in sorted(job.wanted("ncnn")):
+        onnx2ncnn(job.onnx, job.path("ncnn", precision), precision=precision)
     job.records["ncnn"] = {"storage": {f"ncnn/{p}": STORAGE[p] for p in sorted(job.wanted("ncnn"))}}
+    if not any(b[:2] == ("onnx", "fp32") for b in job.built):
+        job.path("onnx", "fp32")
 
 
 def onnx2ncnn(src_onnx: str | os.PathLike, dst_param: str | os.PathLike, *, precision: str = "fp16") -> Path:

@@ -86,7 +86,7 @@ FORMATS: dict[str, Format] = {
         # ncnn (pnnx from the FP32 ONNX): shipped where it wins on a CPU class (base on AVX2,
         # docs/benchmarks.md). The .json sidecar holds the identity stamp and blob names.
         Format("ncnn", ".param", (".bin", ".json"), ("fp32", "fp16"), "ncnn", "ncnn", False, False,
-               exporter_builds=("fp32", "fp16"), converter="onnx2ncnn", info=ncnn_info),
+               exporter_builds=("fp32", "fp16"), converter="onnx2ncnn", reference="onnx/fp32", info=ncnn_info),
     )
 }
 
