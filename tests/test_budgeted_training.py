@@ -85,7 +85,7 @@ def test_cosine_runs_over_the_time_budget(splits, tmp_path, monkeypatch):
 
 def test_a_time_scheduled_run_anneals_to_zero_and_says_why_it_stopped(splits, tmp_path):
     out = tmp_path / "run"
-    result = train(_cfg(splits, out, schedule_by_time=True, time_budget_min=0.25, epochs=1000, test_at_end=True,
+    result = train(_cfg(splits, out, schedule_by_time=True, time_budget_min=0.1, epochs=1000, test_at_end=True,
                         tta="none", test_tta="flip"), log=lambda *_: None)
     assert "schedule complete" in result["stopped"]
     rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
@@ -132,6 +132,7 @@ def test_several_teachers_average_their_logits(tmp_path):
         load_teacher(f"{paths[0]},{tmp_path / 'missing.pt'}", "cpu")
 
 
+@pytest.mark.slow  # three training subprocesses, each importing torch (about 30 s on the 2-core box)
 def test_session_runs_a_teacher_then_its_student_and_packs_both(splits, tmp_path):
     from fer_edge.train import session
 

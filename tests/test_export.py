@@ -108,6 +108,37 @@ def fp32_onnx(trained, tmp_path_factory):
                       metadata={"labels": json.dumps(list(EMOTIONS)), "arch": "tiny_fer"})
 
 
+# The converters' outputs below are built once per module: several tests read the same default
+# INT8 model, the same symmetric one or the same FP32 IR, and each conversion costs seconds on the
+# 2-core CI box. A test that changes a file works on its own copy (tmp_path).
+
+
+@pytest.fixture(scope="module")
+def int8_onnx(trained, fp32_onnx, tmp_path_factory):
+    """onnx2int8 with its defaults (the ONNX Runtime flavour), calibrated on the whole val set."""
+    from fer_edge.export import onnx2int8
+
+    _, _, val = trained
+    return onnx2int8(fp32_onnx, tmp_path_factory.mktemp("int8") / "model.int8.onnx", preprocess(val.images, SPEC))
+
+
+@pytest.fixture(scope="module")
+def symmetric_int8_onnx(trained, fp32_onnx, tmp_path_factory):
+    """onnx2int8's TensorRT flavour (symmetric: signed, zero-point-0 Q/DQ)."""
+    from fer_edge.export import onnx2int8
+
+    _, _, val = trained
+    return onnx2int8(fp32_onnx, tmp_path_factory.mktemp("int8-sym") / "model.int8.qdq.onnx",
+                     preprocess(val.images, SPEC), symmetric=True)
+
+
+@pytest.fixture(scope="module")
+def fp32_ir(fp32_onnx, tmp_path_factory):
+    from fer_edge.export import onnx2openvino
+
+    return onnx2openvino(fp32_onnx, tmp_path_factory.mktemp("ir") / "model.fp32.xml")
+
+
 def torch_outputs(model, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     with torch.no_grad():
         emb = model.forward_features(torch.from_numpy(x))
@@ -187,13 +218,13 @@ def test_torch2onnx_parity_and_metadata(trained, fp32_onnx, tmp_path):
         torch2onnx(model, tmp_path / "m.onnx", metadata={}, atol=-1.0)
 
 
-def test_onnx2int8_agrees_with_fp32(trained, fp32_onnx, tmp_path):
+def test_onnx2int8_agrees_with_fp32(trained, fp32_onnx, int8_onnx, tmp_path):
     from fer_edge.export import onnx2int8
     from fer_edge.export.torch2onnx import metadata_of
 
     _, _, val = trained
     x = preprocess(val.images, SPEC)
-    dst = onnx2int8(fp32_onnx, tmp_path / "model.int8.onnx", x)
+    dst = int8_onnx
     assert dst.stat().st_size < fp32_onnx.stat().st_size / 2
     meta = metadata_of(dst)
     assert meta["precision"] == "int8" and json.loads(meta["labels"]) == list(EMOTIONS)
@@ -226,7 +257,7 @@ def _conv_weight_kinds(path) -> list[str]:
     return kinds
 
 
-def test_onnx2int8_keeps_a_thin_small_stem_fp32(trained, fp32_onnx, tmp_path):
+def test_onnx2int8_keeps_a_thin_small_stem_fp32(trained, fp32_onnx, int8_onnx, symmetric_int8_onnx, tmp_path):
     """tiny_fer's 1-channel stem (24 x 48 x 48 values out) stays FP32 for ONNX Runtime; every other
     conv is INT8; the TensorRT flavour, and fp32_stem_rule=False, quantize the stem too."""
     from fer_edge.export import onnx2int8
@@ -234,12 +265,12 @@ def test_onnx2int8_keeps_a_thin_small_stem_fp32(trained, fp32_onnx, tmp_path):
 
     _, _, val = trained
     x = preprocess(val.images, SPEC)
-    kinds = _conv_weight_kinds(onnx2int8(fp32_onnx, tmp_path / "ort.onnx", x))
+    kinds = _conv_weight_kinds(int8_onnx)
     assert kinds[0] == "fp32" and kinds[1:] and set(kinds[1:]) == {"int8"}
-    assert "the stem kept FP32" in metadata_of(tmp_path / "ort.onnx")["quantization"]
+    assert "the stem kept FP32" in metadata_of(int8_onnx)["quantization"]
     assert set(_conv_weight_kinds(onnx2int8(fp32_onnx, tmp_path / "all.onnx", x, fp32_stem_rule=False))) == {"int8"}
-    assert set(_conv_weight_kinds(onnx2int8(fp32_onnx, tmp_path / "trt.onnx", x, symmetric=True))) == {"int8"}
-    logits, _ = ort_run(tmp_path / "ort.onnx", x)
+    assert set(_conv_weight_kinds(symmetric_int8_onnx)) == {"int8"}
+    logits, _ = ort_run(int8_onnx, x)
     assert np.mean(logits.argmax(1) == ort_run(fp32_onnx, x)[0].argmax(1)) >= 0.9
 
 
@@ -272,13 +303,13 @@ def test_fp32_stem_rule_reads_channels_and_output_size():
 
 @needs_openvino
 @pytest.mark.openvino
-def test_onnx2openvino_parity(fp32_onnx, trained, tmp_path):
+def test_onnx2openvino_parity(fp32_onnx, fp32_ir, trained, tmp_path):
     from fer_edge.export import onnx2openvino
 
     _, _, val = trained
     x = preprocess(val.images[:7], SPEC)
     want = ort_run(fp32_onnx, x)
-    xml = onnx2openvino(fp32_onnx, tmp_path / "model.fp32.xml")
+    xml = fp32_ir
     assert xml.with_suffix(".bin").is_file()
     for got, ref in zip(ov_run(xml, x), want):
         assert np.abs(got - ref).max() <= 1e-4
@@ -290,12 +321,12 @@ def test_onnx2openvino_parity(fp32_onnx, trained, tmp_path):
 
 @needs_openvino
 @pytest.mark.openvino
-def test_openvino2int8_runs(fp32_onnx, trained, tmp_path):
-    from fer_edge.export import onnx2openvino, openvino2int8
+def test_openvino2int8_runs(fp32_ir, trained, tmp_path):
+    from fer_edge.export import openvino2int8
 
     _, _, val = trained
     x = preprocess(val.images, SPEC)
-    xml = onnx2openvino(fp32_onnx, tmp_path / "model.fp32.xml")
+    xml = fp32_ir
     q = openvino2int8(xml, tmp_path / "model.int8.xml", x[::2])
     logits, emb = ov_run(q, x)
     assert emb.shape == (len(x), 256)
@@ -355,6 +386,7 @@ def test_export_bundle_end_to_end(trained, tmp_path):
             assert rec.embed(crops[:2]).shape == (2, 256)
 
 
+@pytest.mark.slow  # a second full export with NNCF INT8 (about 15 s of CPU on the 2-core box)
 def test_accuracy_gate_leaves_out_the_failed_artifact_and_ships_the_rest(trained, tmp_path, monkeypatch):
     """A bad OpenVINO calibration (saturating crops) fails the gate: that INT8 artifact is left out,
     every other artifact ships, and the manifest and card say which and why."""
@@ -367,8 +399,10 @@ def test_accuracy_gate_leaves_out_the_failed_artifact_and_ships_the_rest(trained
     model, ckpt, val = trained
     converter = importlib.import_module("fer_edge.export.openvino2int8")  # the OpenVINO converter calls it there
     real = converter.openvino2int8
+    # A constant crop: 7 copies saturate as 70 do (the IR's outputs agree to 0.02), and NNCF's
+    # statistics and bias correction take time in proportion to the count.
     monkeypatch.setattr(converter, "openvino2int8",
-                        lambda src, dst, calib, **kw: real(src, dst, np.full_like(calib, 40.0), **kw))
+                        lambda src, dst, calib, **kw: real(src, dst, np.full_like(calib[:7], 40.0), **kw))
     out = tmp_path / "bundle"
     with pytest.warns(UserWarning, match="LEFT OUT"):
         export_bundle(ckpt, out, name="gated", val=val, max_drop_pp=2.0, max_f1_drop_pp=2.0)
@@ -396,6 +430,7 @@ def test_accuracy_gate_refuses_when_nothing_is_left(trained, tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.slow  # one more export with OpenVINO FP16 beside the end-to-end one (about 13 s of CPU)
 def test_int8_only_bundle_is_gated_against_fp32_built_at_export(trained, tmp_path):
     from fer_edge.bundle import Bundle
     from fer_edge.export import export_bundle
@@ -533,17 +568,16 @@ def test_onnx2fp16_keeps_fp32_io(fp32_onnx, trained, tmp_path):
     assert np.mean(logits.argmax(1) == ref_logits.argmax(1)) >= 15 / 16
 
 
-def test_onnx2int8_symmetric_flavour_for_tensorrt(fp32_onnx, trained, tmp_path):
+def test_onnx2int8_symmetric_flavour_for_tensorrt(fp32_onnx, symmetric_int8_onnx, trained):
     """TensorRT takes only signed, zero-point-0 Q/DQ: every zero point is an int8 zero."""
     import onnx
     from onnx import numpy_helper
 
-    from fer_edge.export import onnx2int8
     from fer_edge.export.torch2onnx import metadata_of
 
     _, _, val = trained
     x = preprocess(val.images, SPEC)
-    dst = onnx2int8(fp32_onnx, tmp_path / "model.int8.qdq.onnx", x, symmetric=True)
+    dst = symmetric_int8_onnx
     proto = onnx.load(str(dst))
     inits = {i.name: i for i in proto.graph.initializer}
     zero_points = [inits[n.input[2]] for n in proto.graph.node if n.op_type == "QuantizeLinear" and len(n.input) > 2]
@@ -692,6 +726,7 @@ def test_export_with_compiled_xgboost_head(trained, tmp_path):
     assert main(["verify", str(tmp_path / "cli")]) == 0
 
 
+@pytest.mark.slow  # one more export with OpenVINO FP32 and FP16 and a head (about 12 s of CPU)
 @needs_openvino
 def test_export_linear_head_from_the_classifier(trained, tmp_path):
     from fer_edge.bundle import Bundle

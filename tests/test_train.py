@@ -93,6 +93,7 @@ def test_train_cli_learns_and_writes_checkpoints(split_folder, tmp_path, capsys)
     assert (out / "last.pt").is_file() and not list(out.glob("*.tmp"))
 
 
+@pytest.mark.slow  # a training subprocess besides two runs in this one (about 20 s on the 2-core box)
 def test_resume_after_sigkill_matches_an_uninterrupted_run(split_folder, tmp_path):
     straight = tmp_path / "straight"
     train(_cfg(split_folder, straight, epochs=3), log=lambda *_: None)
