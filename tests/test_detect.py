@@ -209,7 +209,7 @@ def test_default_detector_memory_stays_flat_over_a_thousand_frames():
             return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
     frame, truth = _face_frame(96, size=(160, 200), at=(50, 30))  # small frames: the leak was per call
-    det = create_detector("auto", threads=1)
+    det = create_detector("auto", threads=1, min_face=64)  # a 100x125 working frame: the leak was per call
     assert det.name == "yunet"
     for _ in range(20):
         det.detect(frame)
