@@ -12,7 +12,6 @@ byte-identical from one run to the next, so re-exports change nothing they need 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -22,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..bundle import sha256_file as _sha256
 from ..errors import ExportError
 from .torch2onnx import INPUT, metadata_of, ort_session
 
@@ -138,10 +138,6 @@ def match_blobs(param: Path, weights: Path, session, precision: str) -> dict:
                               f"within {limit:.3g} (blobs: {diffs})")
         blobs[name] = (found[0], ref.shape[1])
     return blobs
-
-
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def _version(dist: str) -> str | None:

@@ -8,13 +8,13 @@ loaded and each call makes its own extractor, so one instance serves every threa
 
 from __future__ import annotations
 
-import hashlib
 import importlib
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from ..bundle import sha256_file as _sha256
 from ..errors import BundleError, FerEdgeError, InputError, RuntimeUnavailableError
 from ..jsonfile import read_json
 from . import devices
@@ -62,13 +62,6 @@ def read_sidecar(param: Path) -> dict[str, Any]:
             raise BundleError(f"{path}: {key} must map each graph name to its ncnn blob")
     return side
 
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 @register_backend
