@@ -159,12 +159,14 @@ def openvino_info(path: str | os.PathLike) -> GraphInfo:
     return info
 
 
-# --- ncnn: the param file has neither names nor metadata; the exporter's sidecar JSON has both ------------------
+# --- A sidecar JSON, for formats whose files hold neither names nor metadata (ncnn) ------------------------------
 
 @_readable
-def ncnn_info(path: str | os.PathLike) -> GraphInfo:
-    """The stamp and graph interface of an ncnn param, from the sidecar JSON beside it
-    (export/onnx2ncnn.py): needs no ncnn."""
+def sidecar_info(path: str | os.PathLike) -> GraphInfo:
+    """The stamp and graph interface from `<stem>.json` beside the artifact, written by its converter
+    as {"fer_edge": {stamp}, "inputs": {name: {"shape": [...]}}, "outputs": {...}} (other keys are the
+    backend's, e.g. ncnn's blob names: export/onnx2ncnn.py). A new format whose files cannot carry a
+    stamp writes one too and needs no reader of its own."""
     from .errors import BundleError
     from .jsonfile import read_json
 

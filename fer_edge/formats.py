@@ -14,7 +14,7 @@ import re
 from dataclasses import dataclass
 from typing import Callable
 
-from .artifact_info import GraphInfo, ncnn_info, onnx_info, openvino_info
+from .artifact_info import GraphInfo, onnx_info, openvino_info, sidecar_info
 from .errors import InputError
 
 
@@ -86,7 +86,7 @@ FORMATS: dict[str, Format] = {
         # ncnn (pnnx from the FP32 ONNX): shipped where it wins on a CPU class (base on AVX2,
         # docs/benchmarks.md). The .json sidecar holds the identity stamp and blob names.
         Format("ncnn", ".param", (".bin", ".json"), ("fp32", "fp16"), "ncnn", "ncnn", False, False,
-               exporter_builds=("fp32", "fp16"), converter="onnx2ncnn", reference="onnx/fp32", info=ncnn_info),
+               exporter_builds=("fp32", "fp16"), converter="onnx2ncnn", reference="onnx/fp32", info=sidecar_info),
     )
 }
 
