@@ -76,7 +76,7 @@ chroot "$ROOT" /bin/true 2>/dev/null || skip "arm64 binaries do not run in $ROOT
 REQS=$("$HOST_PY" - <<'EOF'
 from importlib import metadata
 out = []
-for dist in ("numpy", "pillow", "onnxruntime", "openvino", "setuptools", "pytest"):
+for dist in ("numpy", "pillow", "onnxruntime", "openvino", "ncnn", "setuptools", "pytest"):
     try:
         version = metadata.version(dist)
     except metadata.PackageNotFoundError:
@@ -104,7 +104,8 @@ if [ ! -e "$WHEELS/.complete" ]; then
   touch "$WHEELS/.complete"
 fi
 EXTRAS=onnxruntime
-ls "$WHEELS"/openvino-*.whl >/dev/null 2>&1 && EXTRAS=onnxruntime,openvino
+ls "$WHEELS"/openvino-*.whl >/dev/null 2>&1 && EXTRAS=$EXTRAS,openvino
+ls "$WHEELS"/ncnn-*.whl >/dev/null 2>&1 && EXTRAS=$EXTRAS,ncnn  # base's ncnn FP16 runs there too
 
 # --- 4. the project installed in a venv inside the root, from this checkout -------------------------
 VENV=/opt/fer-$WHEEL_KEY
