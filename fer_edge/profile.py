@@ -325,6 +325,7 @@ def _profile_detection(crops: list[np.ndarray], cfg: ProfileConfig, bundle=None)
     threads = cfg.threads[0]
     rec = _recognizer(bundle, "auto", "auto", "auto", threads, cfg.tta) if bundle is not None else None
     frame = _detection_frame(crops)
+    cap = crop_side_for(rec)  # the crop size predict_frame cuts at
     for name, (ok, _) in available_detectors().items():
         if not ok:
             continue
@@ -335,7 +336,7 @@ def _profile_detection(crops: list[np.ndarray], cfg: ProfileConfig, bundle=None)
             t0 = time.perf_counter_ns()
             faces = det.detect(frame)
             t1 = time.perf_counter_ns()
-            face_crops = [crop_face(frame, f, margin=det.margin, max_side=crop_side_for(rec)) for f in faces]
+            face_crops = [crop_face(frame, f, margin=det.margin, max_side=cap) for f in faces]
             t2 = time.perf_counter_ns()
             if rec is not None and face_crops:
                 rec.predict_batch(face_crops)
